@@ -1,0 +1,472 @@
+/*
+ * evexec.h -- run blocking or CPU-heavy work on a thread pool and get the
+ * result back on a libevent 2.1 loop thread as a future.
+ *
+ * libevexec has four parts, usable separately or chained:
+ *
+ *   - a pool of worker threads (struct evexec_pool), thread-safe;
+ *   - a concurrent future (struct evexec_cfuture), what evexec_pool_submit()
+ *     returns; thread-safe, with blocking waits;
+ *   - a loop bridge (struct evexec_loop), one per struct event_base: a queue
+ *     of callbacks run on the loop thread, fed from that thread
+ *     (evexec_call_soon) or from any thread (evexec_call_soon_threadsafe);
+ *   - a loop future (struct evexec_future), owned by the loop thread, whose
+ *     done callbacks always run from the loop's queue.
+ *
+ * evexec_run_in_executor() joins them: it submits a work function to a pool
+ * and returns a loop future that completes on the loop thread when the work
+ * is done. Cancelling that future cancels the work: queued work never runs,
+ * running work sees evexec_cancel_requested() turn true.
+ *
+ * Conventions
+ *   - Functions returning int return 0 on success or a positive error code:
+ *     an errno value or one of the EVEXEC_E* codes below
+ *     (evexec_strerror() names both).
+ *   - Functions returning a pointer return NULL on failure and set errno.
+ *   - If a function that takes a callback fails, the callback is never called.
+ *   - _free(NULL) and _release(NULL) do nothing.
+ *
+ * Threading rules
+ *   - Pool and concurrent-future functions: any thread.
+ *   - evexec_call_soon_threadsafe(): any thread.
+ *   - Every other loop and loop-future function: the loop thread only, which
+ *     is the thread that called evexec_loop_new() and must be the thread that
+ *     runs the event_base. Builds configured with --enable-debug abort with a
+ *     message naming the function when this rule is broken.
+ *   - The library never calls libevent from a worker thread, so it works with
+ *     or without evthread_use_pthreads().
+ *   - Workers block every signal; the program's handlers and libevent's
+ *     signal events keep running on the loop thread.
+ *
+ * See evexec(7) for the whole picture.
+ */
+#ifndef EVEXEC_H
+#define EVEXEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define EVEXEC_EXPORT __attribute__((visibility("default")))
+#define EVEXEC_WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define EVEXEC_EXPORT
+#define EVEXEC_WARN_UNUSED
+#endif
+
+struct event_base;
+
+/** @name Version */
+/**@{*/
+#define EVEXEC_VERSION_MAJOR 0
+#define EVEXEC_VERSION_MINOR 1
+#define EVEXEC_VERSION_PATCH 0
+#define EVEXEC_VERSION_STRING "0.1.0"
+/** (major << 16) | (minor << 8) | patch, for compile-time comparisons. */
+#define EVEXEC_VERSION_HEX \
+    ((EVEXEC_VERSION_MAJOR << 16) | (EVEXEC_VERSION_MINOR << 8) | EVEXEC_VERSION_PATCH)
+
+/**
+ * The version of the library the program runs with ("0.1.0"), which may
+ * differ from EVEXEC_VERSION_STRING, the one it was compiled against.
+ * @return a static string. Any thread.
+ */
+EVEXEC_EXPORT const char *evexec_version(void);
+/**@}*/
+
+/** @name Errors */
+/**@{*/
+/** First code of the library's own; every errno value is below it. */
+#define EVEXEC_ERRNO_BASE 0x4500
+/** The pool is broken: a worker's thread_init hook failed. */
+#define EVEXEC_EBROKEN (EVEXEC_ERRNO_BASE + 1)
+/** The object was created before fork(); in the child it is unusable. */
+#define EVEXEC_EFORKED (EVEXEC_ERRNO_BASE + 2)
+/** The result was already taken out of the future by a _take_result call. */
+#define EVEXEC_ETAKEN  (EVEXEC_ERRNO_BASE + 3)
+/** The future's loop was freed. */
+#define EVEXEC_ECLOSED (EVEXEC_ERRNO_BASE + 4)
+
+/**
+ * Text for any code the library returns: errno values (as strerror()) and
+ * the EVEXEC_E* codes. Never NULL; thread-safe.
+ */
+EVEXEC_EXPORT const char *evexec_strerror(int err);
+/**@}*/
+
+/**
+ * A work function, run on a worker thread.
+ * @param arg     the argument given at submission.
+ * @param result  where to store the result (initially NULL).
+ * @return 0 on success, else a positive error code that the future reports.
+ * A function that stops early because evexec_cancel_requested() is true
+ * should return ECANCELED. If it returns an error and still stored a
+ * result, the result is freed with the free function given at submission.
+ */
+typedef int (*evexec_work_fn)(void *arg, void **result);
+/** Frees a result; called at most once per result, from any thread. */
+typedef void (*evexec_free_fn)(void *result);
+
+/* ------------------------------------------------------------------------ */
+/** @name Pool */
+/**@{*/
+
+struct evexec_pool;
+
+/**
+ * Pool configuration. Zero-filled means "default" for every field, so
+ * initialise it with `= {0}` and set what you need.
+ */
+struct evexec_pool_config {
+    unsigned    max_workers;      /**< 0 → min(32, CPUs + 4) */
+    unsigned    min_workers;      /**< kept alive while idle; 0 → none */
+    unsigned    idle_timeout_ms;  /**< idle workers above min exit after this; 0 → 10000 */
+    size_t      max_queued;       /**< queued (not yet running) tasks; 0 → unbounded */
+    const char *thread_name;      /**< worker thread name prefix; NULL → "evexec" */
+    /** Run once by each worker before its first task; nonzero → the pool is
+     *  broken: queued and later tasks fail with EVEXEC_EBROKEN. */
+    int  (*thread_init)(void *ctx);
+    /** Run once by each worker as it exits (not if its thread_init failed). */
+    void (*thread_exit)(void *ctx);
+    void       *thread_ctx;       /**< passed to thread_init and thread_exit */
+    /* Fields below extend the contract of SPEC §3; zero still means default. */
+    /** How long an idle worker keeps polling the queue before it sleeps,
+     *  in microseconds; 0 → EVEXEC_DEFAULT_SPIN_US. Spinning trades a little
+     *  CPU for a much faster hand-off of the next task. */
+    unsigned    spin_us;
+    /** Nice increment of worker threads (Linux: per thread), so the loop
+     *  thread wins the CPU when both want it; 0 → EVEXEC_DEFAULT_WORKER_NICE. */
+    int         worker_nice;
+    /** EVEXEC_POOL_* flags. */
+    unsigned    flags;
+};
+
+/** Default of evexec_pool_config.spin_us. */
+#define EVEXEC_DEFAULT_SPIN_US 50
+/** Default of evexec_pool_config.worker_nice. */
+#define EVEXEC_DEFAULT_WORKER_NICE 5
+/** Flag: workers never spin; they sleep as soon as the queue is empty. */
+#define EVEXEC_POOL_NO_SPIN        0x1u
+/** Flag: workers keep the priority of the thread that created them. */
+#define EVEXEC_POOL_KEEP_PRIORITY  0x2u
+
+/** evexec_pool_shutdown() flag: join every worker before returning. */
+#define EVEXEC_SHUTDOWN_WAIT           0x1u
+/** evexec_pool_shutdown() flag: queued tasks become CANCELLED, never run. */
+#define EVEXEC_SHUTDOWN_CANCEL_PENDING 0x2u
+
+/**
+ * Make a pool. No thread starts until work is submitted: workers are made
+ * lazily up to max_workers, an idle worker is reused before a new one is made.
+ * @param cfg NULL or a configuration (copied; thread_name is copied too).
+ * @return the pool, or NULL with errno EINVAL (min_workers > max_workers)
+ *         or ENOMEM. Any thread.
+ */
+EVEXEC_EXPORT struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
+    EVEXEC_WARN_UNUSED;
+
+struct evexec_cfuture;
+
+/**
+ * Queue fn(arg) on the pool.
+ * @param free_result called on the result if nobody takes it (may be NULL).
+ * @return a concurrent future holding one reference for the caller (drop it
+ *   with evexec_cfuture_release()), or NULL with errno EINVAL (NULL pool or
+ *   fn), ESHUTDOWN (after evexec_pool_shutdown), EAGAIN (max_queued reached),
+ *   EVEXEC_EBROKEN (a thread_init failed), EVEXEC_EFORKED, ENOMEM.
+ * If no worker thread exists and none can be created, the future fails with
+ * EAGAIN. Any thread.
+ */
+EVEXEC_EXPORT struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool,
+    evexec_work_fn fn, void *arg, evexec_free_fn free_result) EVEXEC_WARN_UNUSED;
+
+/**
+ * Stop accepting work. Flags: 0 (return at once; queued work still runs),
+ * EVEXEC_SHUTDOWN_WAIT (also join every worker), EVEXEC_SHUTDOWN_CANCEL_PENDING
+ * (queued tasks become CANCELLED). Calling it again is harmless and may add
+ * flags.
+ * @return 0, EINVAL (NULL pool or unknown flag), EDEADLK (WAIT asked from one
+ *   of the pool's own workers; nothing changed), EVEXEC_EFORKED. Any thread.
+ */
+EVEXEC_EXPORT int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags);
+
+/**
+ * evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), then free the pool.
+ * Futures it returned stay valid until released. Never call it from one of
+ * the pool's own workers (debug builds abort). NULL is a no-op.
+ */
+EVEXEC_EXPORT void evexec_pool_free(struct evexec_pool *pool);
+
+/** Counters of a pool, read with evexec_pool_get_stats(). */
+struct evexec_pool_stats {
+    unsigned threads;        /**< worker threads alive now */
+    unsigned idle;           /**< of which waiting for work */
+    size_t   queued;         /**< tasks queued, not yet taken by a worker */
+    uint64_t submitted;      /**< tasks accepted since creation */
+    uint64_t completed;      /**< tasks run to completion (success or error) */
+    uint64_t cancelled;      /**< tasks cancelled before they ran */
+    uint64_t threads_started;/**< worker threads created since creation */
+};
+
+/** Fill *stats. @return 0, EINVAL, EVEXEC_EFORKED. Any thread. */
+EVEXEC_EXPORT int evexec_pool_get_stats(struct evexec_pool *pool,
+                                        struct evexec_pool_stats *stats);
+/**@}*/
+
+/* ------------------------------------------------------------------------ */
+/** @name Concurrent future */
+/**@{*/
+
+/** States of a concurrent future. */
+#define EVEXEC_PENDING   0  /**< queued */
+#define EVEXEC_RUNNING   1  /**< a worker runs it */
+#define EVEXEC_CANCELLED 2  /**< cancelled before it ran; it never will */
+#define EVEXEC_FINISHED  3  /**< ran; it has a result or an error */
+
+/** Done callback of a concurrent future. */
+typedef void (*evexec_cfuture_cb)(struct evexec_cfuture *cf, void *arg);
+
+/** @return the state (EVEXEC_PENDING ...), or -1 if cf is NULL. Any thread. */
+EVEXEC_EXPORT int evexec_cfuture_state(struct evexec_cfuture *cf);
+
+/**
+ * Cancel. A pending task becomes CANCELLED and will never run; its done
+ * callbacks run now, in this thread. A running task cannot be stopped, but
+ * from now on evexec_cancel_requested() returns true inside it.
+ * @return true if the future is cancelled after the call (it was pending or
+ *   already cancelled), false if it is running or finished. Any thread.
+ */
+EVEXEC_EXPORT bool evexec_cfuture_cancel(struct evexec_cfuture *cf);
+
+/**
+ * Wait until the future is done (finished or cancelled).
+ * @param timeout_ms -1 waits forever, 0 polls.
+ * @return 0 when done, ETIMEDOUT, EINVAL, EVEXEC_EFORKED. Any thread.
+ */
+EVEXEC_EXPORT int evexec_cfuture_wait(struct evexec_cfuture *cf, long timeout_ms);
+
+/**
+ * Wait (as evexec_cfuture_wait) and read the outcome.
+ * @param result set to the result on success; the future keeps ownership.
+ * @return 0, the task's error code, ECANCELED, ETIMEDOUT, EVEXEC_ETAKEN
+ *   (taken by a _take_result call), EINVAL, EVEXEC_EFORKED. Any thread.
+ */
+EVEXEC_EXPORT int evexec_cfuture_result(struct evexec_cfuture *cf, long timeout_ms,
+                                        void **result);
+
+/**
+ * As evexec_cfuture_result(), but the caller takes ownership of the result:
+ * the future will not free it, and later result calls return EVEXEC_ETAKEN.
+ */
+EVEXEC_EXPORT int evexec_cfuture_take_result(struct evexec_cfuture *cf, long timeout_ms,
+                                             void **result);
+
+/**
+ * Call cb(cf, arg) exactly once when the future is done: in the thread that
+ * completes it (a worker, or the thread that cancels it), or at once, in this
+ * thread, if it is done already. Callbacks run in registration order.
+ * @return 0, EINVAL, ENOMEM. Any thread.
+ */
+EVEXEC_EXPORT int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf,
+                                                   evexec_cfuture_cb cb, void *arg);
+
+/** Take one more reference. Any thread. */
+EVEXEC_EXPORT void evexec_cfuture_retain(struct evexec_cfuture *cf);
+/** Drop one reference; the last frees the future and any result nobody took.
+ *  Releasing does not cancel. NULL is a no-op. Any thread. */
+EVEXEC_EXPORT void evexec_cfuture_release(struct evexec_cfuture *cf);
+
+/**
+ * Inside a work function: true once the task's future was cancelled while
+ * the task ran (cooperative cancellation). False outside work functions.
+ */
+EVEXEC_EXPORT bool evexec_cancel_requested(void);
+/**@}*/
+
+/* ------------------------------------------------------------------------ */
+/** @name Loop bridge */
+/**@{*/
+
+struct evexec_loop;
+
+/** A callback queued on a loop. */
+typedef void (*evexec_callback_fn)(void *arg);
+
+/**
+ * Make the bridge for base. Call it on the thread that will run the base.
+ * @return the loop, or NULL with errno EINVAL (NULL base), EEXIST (base has
+ *   one already), EMFILE/ENFILE (no descriptor for the wakeup), ENOMEM.
+ */
+EVEXEC_EXPORT struct evexec_loop *evexec_loop_new(struct event_base *base)
+    EVEXEC_WARN_UNUSED;
+
+/**
+ * Tear the bridge down, with work still in flight if need be: pending loop
+ * futures are cancelled (their queued tasks never run), callbacks still queued
+ * are discarded without being called, results that arrive later are freed,
+ * and no callback of this loop runs after it returns. It never blocks on
+ * running work: the default pool is shut down with
+ * EVEXEC_SHUTDOWN_CANCEL_PENDING and its threads exit as their current task
+ * ends. Futures stay valid until released. Loop thread; NULL is a no-op.
+ */
+EVEXEC_EXPORT void evexec_loop_free(struct evexec_loop *loop);
+
+/** @return the loop's event_base. Loop thread. */
+EVEXEC_EXPORT struct event_base *evexec_loop_base(struct evexec_loop *loop);
+
+/**
+ * Queue cb(arg) to run on the loop thread, after everything queued before
+ * it. Makes no system call. Loop thread.
+ * @return 0, EINVAL, ENOMEM, EVEXEC_ECLOSED, EVEXEC_EFORKED.
+ */
+EVEXEC_EXPORT int evexec_call_soon(struct evexec_loop *loop, evexec_callback_fn cb,
+                                   void *arg);
+
+/**
+ * Queue cb(arg) to run on the loop thread from any thread, and wake the loop
+ * (at most one write per batch). FIFO per producer thread; from the loop
+ * thread it is evexec_call_soon(). A callback posted while nothing keeps the
+ * loop listening (see evexec_loop_ref) runs when it listens again.
+ * @return 0, EINVAL, ENOMEM, EVEXEC_ECLOSED, EVEXEC_EFORKED. Any thread.
+ */
+EVEXEC_EXPORT int evexec_call_soon_threadsafe(struct evexec_loop *loop,
+                                              evexec_callback_fn cb, void *arg);
+
+/**
+ * Keep the loop listening for producers it cannot know about (threads that
+ * post with evexec_call_soon_threadsafe on their own): while referenced,
+ * event_base_dispatch() does not return for lack of events. Counted; each
+ * ref needs one unref. Loop thread.
+ */
+EVEXEC_EXPORT void evexec_loop_ref(struct evexec_loop *loop);
+/** Undo one evexec_loop_ref(). Loop thread. */
+EVEXEC_EXPORT void evexec_loop_unref(struct evexec_loop *loop);
+
+/** Counters of a loop, read with evexec_loop_get_stats(). */
+struct evexec_loop_stats {
+    uint64_t callbacks_run;   /**< callbacks run from the queue */
+    uint64_t foreign_posts;   /**< items received from other threads */
+    uint64_t wakeup_writes;   /**< writes to the wakeup descriptor */
+    uint64_t drains;          /**< passes over the queue */
+    uint64_t in_flight;       /**< chained futures waiting for their work */
+};
+
+/** Fill *stats. @return 0, EINVAL. Loop thread. */
+EVEXEC_EXPORT int evexec_loop_get_stats(struct evexec_loop *loop,
+                                        struct evexec_loop_stats *stats);
+
+/**
+ * The loop's default pool (made on first use with default configuration),
+ * used by evexec_run_in_executor() when its pool argument is NULL.
+ * @return the pool (owned by the loop) or NULL with errno. Loop thread.
+ */
+EVEXEC_EXPORT struct evexec_pool *evexec_loop_default_pool(struct evexec_loop *loop);
+/**@}*/
+
+/* ------------------------------------------------------------------------ */
+/** @name Loop future (loop thread only) */
+/**@{*/
+
+struct evexec_future;
+
+/** Done callback of a loop future; runs on the loop thread. */
+typedef void (*evexec_future_cb)(struct evexec_future *f, void *arg);
+
+/**
+ * A pending loop future (asyncio loop.create_future()), with one reference
+ * for the caller.
+ * @return the future or NULL with errno EINVAL, ENOMEM, EVEXEC_ECLOSED.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_future_new(struct evexec_loop *loop)
+    EVEXEC_WARN_UNUSED;
+
+/**
+ * Complete with a result, owned by the future from now on (freed with
+ * free_result, which may be NULL, unless someone takes it).
+ * @return 0, or EINVAL (NULL future, or already done: the result is then
+ *   not owned by the future and stays the caller's).
+ */
+EVEXEC_EXPORT int evexec_future_set_result(struct evexec_future *f, void *result,
+                                           evexec_free_fn free_result);
+/** Complete with an error (a positive code). @return 0, or EINVAL (NULL,
+ *  err <= 0, or already done). */
+EVEXEC_EXPORT int evexec_future_set_error(struct evexec_future *f, int err);
+
+/**
+ * Cancel: a pending future becomes cancelled and its done callbacks are
+ * scheduled; a chained one also cancels its concurrent future.
+ * @return true if the future is cancelled after the call.
+ */
+EVEXEC_EXPORT bool evexec_future_cancel(struct evexec_future *f);
+/** True once finished, failed or cancelled. */
+EVEXEC_EXPORT bool evexec_future_done(struct evexec_future *f);
+/** True if cancelled. */
+EVEXEC_EXPORT bool evexec_future_cancelled(struct evexec_future *f);
+
+/**
+ * Read the outcome without blocking.
+ * @param result set to the result on success; the future keeps ownership.
+ * @return 0, the error, ECANCELED, EINPROGRESS (not done), EVEXEC_ETAKEN, EINVAL.
+ */
+EVEXEC_EXPORT int evexec_future_result(struct evexec_future *f, void **result);
+/**
+ * As evexec_future_result(), but the caller takes ownership of the result,
+ * from the future and from the concurrent future it is chained to; later
+ * result calls on either return EVEXEC_ETAKEN.
+ */
+EVEXEC_EXPORT int evexec_future_take_result(struct evexec_future *f, void **result);
+
+/**
+ * Call cb(f, arg) on the loop thread once the future is done, from the loop's
+ * queue, in registration order -- never inside this call, even if the future
+ * is done already.
+ * @return 0, EINVAL, ENOMEM, EVEXEC_ECLOSED (the loop was freed).
+ */
+EVEXEC_EXPORT int evexec_future_add_done_callback(struct evexec_future *f,
+                                                  evexec_future_cb cb, void *arg);
+
+/** Take one more reference. */
+EVEXEC_EXPORT void evexec_future_retain(struct evexec_future *f);
+/** Drop one reference. In-flight work keeps its own reference, so releasing
+ *  never cancels; the last reference frees the future and any result nobody
+ *  took. NULL is a no-op. */
+EVEXEC_EXPORT void evexec_future_release(struct evexec_future *f);
+
+/** @return the future's loop (even after evexec_loop_free, for comparison only). */
+EVEXEC_EXPORT struct evexec_loop *evexec_future_loop(struct evexec_future *f);
+
+/**
+ * A loop future that mirrors cf (asyncio wrap_future): it completes on the
+ * loop thread when cf does; cancelling it cancels cf. It holds a reference on
+ * cf and borrows cf's result, which stays cf's.
+ * @return the future or NULL with errno EINVAL, ENOMEM, EVEXEC_ECLOSED.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop,
+                                                        struct evexec_cfuture *cf)
+    EVEXEC_WARN_UNUSED;
+
+/**
+ * Run fn(arg) on pool (NULL → the loop's default pool) and return a loop
+ * future for its outcome (asyncio loop.run_in_executor). One allocation per
+ * call. Until the future is done the loop stays alive (event_base_dispatch
+ * does not return). If the future is cancelled the task never runs if it was
+ * still queued, sees evexec_cancel_requested() if it runs, and any late
+ * result is freed.
+ * @return the future or NULL with errno: EINVAL, ENOMEM, and every error of
+ *   evexec_pool_submit(); EVEXEC_ECLOSED.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
+    struct evexec_pool *pool, evexec_work_fn fn, void *arg,
+    evexec_free_fn free_result) EVEXEC_WARN_UNUSED;
+/**@}*/
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVEXEC_H */

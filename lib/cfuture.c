@@ -1,0 +1,340 @@
+/*
+ * cfuture.c -- the concurrent future: a task and its outcome, thread-safe.
+ *
+ * State machine: PENDING -> RUNNING -> FINISHED, or PENDING -> CANCELLED.
+ * Both transitions out of PENDING are compare-and-swaps on one atomic, so
+ * exactly one of "start" and "cancel" wins: a task whose cancel returned true
+ * never runs.
+ *
+ * Waiting and done callbacks cost nothing when nobody waits: a future has no
+ * mutex of its own. Waiters and callback lists are guarded by one of a fixed
+ * set of striped mutex/condvar pairs, chosen by address. The completing
+ * thread stores the final state and then loads the flags; a waiter or a
+ * callback registration sets its flag and then loads the state (both seq_cst),
+ * so at least one side sees the other: either the completer takes the stripe
+ * lock and wakes / runs them, or the registrant sees "done" itself.
+ *
+ * Lock order: a stripe lock is taken alone, never with the pool lock, and no
+ * callback runs under it.
+ */
+#include "evexec-internal.h"
+
+#include <errno.h>
+#include <time.h>
+
+#define STRIPES 64
+
+struct stripe {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+} __attribute__((aligned(EVEXEC__CACHELINE)));
+
+static struct stripe stripes[STRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+
+static void stripes_init(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    for (int i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&stripes[i].lock, NULL);
+        pthread_cond_init(&stripes[i].cond, &attr);
+    }
+    pthread_condattr_destroy(&attr);
+}
+
+static struct stripe *stripe_of(const struct evexec_cfuture *cf)
+{
+    uintptr_t a = (uintptr_t)cf;
+    return &stripes[((a >> 6) ^ (a >> 12)) % STRIPES];
+}
+
+/* fork: hold every stripe across fork() so the child gets them unlocked. */
+void evexec__cfuture_atfork_prepare(void)
+{
+    pthread_once(&stripes_once, stripes_init);
+    for (int i = 0; i < STRIPES; i++)
+        pthread_mutex_lock(&stripes[i].lock);
+}
+
+void evexec__cfuture_atfork_parent(void)
+{
+    for (int i = STRIPES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&stripes[i].lock);
+}
+
+void evexec__cfuture_atfork_child(void)
+{
+    evexec__cfuture_atfork_parent();
+}
+
+/* The task this worker thread runs now, for evexec_cancel_requested(). */
+static _Thread_local struct evexec_cfuture *current_task;
+
+void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *arg,
+                          evexec_free_fn free_result, unsigned refs)
+{
+    pthread_once(&stripes_once, stripes_init);
+    cf->qnext = NULL;
+    cf->fn = fn;
+    cf->arg = arg;
+    cf->free_result = free_result;
+    atomic_init(&cf->state, EVEXEC_PENDING);
+    atomic_init(&cf->flags, 0);
+    atomic_init(&cf->refs, refs);
+    cf->error = 0;
+    cf->result = NULL;
+    cf->fork_gen = evexec__fork_gen();
+    cf->embedded = false;
+    cf->chain = NULL;
+    cf->callbacks = NULL;
+    cf->callbacks_tail = &cf->callbacks;
+}
+
+static bool is_done(int state)
+{
+    return state == EVEXEC_FINISHED || state == EVEXEC_CANCELLED;
+}
+
+/* The state is final: tell the chain, wake waiters, run callbacks. */
+static void complete(struct evexec_cfuture *cf)
+{
+    if (cf->chain)
+        evexec__chain_cfuture_done(cf->chain);
+    unsigned flags = atomic_load(&cf->flags);
+    if (!(flags & (EVEXEC__CF_WAITERS | EVEXEC__CF_CALLBACKS)))
+        return;
+    struct stripe *s = stripe_of(cf);
+    pthread_mutex_lock(&s->lock);
+    struct evexec__cb_node *list = cf->callbacks;
+    cf->callbacks = NULL;
+    cf->callbacks_tail = &cf->callbacks;
+    if (flags & EVEXEC__CF_WAITERS)
+        pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    while (list) {
+        struct evexec__cb_node *n = list;
+        list = n->next;
+        n->cb(cf, n->arg);
+        evexec__free(n);
+    }
+}
+
+bool evexec__cfuture_start(struct evexec_cfuture *cf)
+{
+    int expected = EVEXEC_PENDING;
+    return atomic_compare_exchange_strong(&cf->state, &expected, EVEXEC_RUNNING);
+}
+
+static void finish(struct evexec_cfuture *cf, int err, void *result)
+{
+    if (err != 0 && result != NULL) {
+        /* An error wins; a result stored anyway is not lost, it is freed. */
+        if (cf->free_result)
+            cf->free_result(result);
+        result = NULL;
+    }
+    cf->error = err;
+    cf->result = result;
+    atomic_store(&cf->state, EVEXEC_FINISHED);
+    complete(cf);
+}
+
+void evexec__cfuture_run(struct evexec_cfuture *cf)
+{
+    void *result = NULL;
+    struct evexec_cfuture *outer = current_task;
+    current_task = cf;
+    int err = cf->fn(cf->arg, &result);
+    current_task = outer;
+    finish(cf, err, result);
+}
+
+void evexec__cfuture_fail(struct evexec_cfuture *cf, int err)
+{
+    if (evexec__cfuture_start(cf))
+        finish(cf, err, NULL);
+}
+
+bool evexec_cancel_requested(void)
+{
+    struct evexec_cfuture *cf = current_task;
+    return cf && (atomic_load_explicit(&cf->flags, memory_order_relaxed) &
+                  EVEXEC__CF_CANCEL_REQUESTED);
+}
+
+int evexec_cfuture_state(struct evexec_cfuture *cf)
+{
+    if (!cf)
+        return -1;
+    return atomic_load(&cf->state);
+}
+
+bool evexec_cfuture_cancel(struct evexec_cfuture *cf)
+{
+    if (!cf)
+        return false;
+    int state = atomic_load(&cf->state);
+    for (;;) {
+        switch (state) {
+        case EVEXEC_CANCELLED:
+            return true;
+        case EVEXEC_FINISHED:
+            return false;
+        case EVEXEC_RUNNING:
+            atomic_fetch_or(&cf->flags, EVEXEC__CF_CANCEL_REQUESTED);
+            /* It may have finished meanwhile; either way it ran. */
+            return false;
+        default:
+            if (atomic_compare_exchange_weak(&cf->state, &state, EVEXEC_CANCELLED)) {
+                /* The pool's queue still holds the task; a worker that reaches
+                 * it fails to start it and drops it. */
+                complete(cf);
+                return true;
+            }
+        }
+    }
+}
+
+/* Wait until done or the deadline; 0 or ETIMEDOUT / EVEXEC_EFORKED. */
+static int wait_done(struct evexec_cfuture *cf, long timeout_ms)
+{
+    if (is_done(atomic_load(&cf->state)))
+        return 0;
+    if (cf->fork_gen != evexec__fork_gen())
+        return EVEXEC_EFORKED; /* its worker does not exist in this process */
+    if (timeout_ms == 0)
+        return ETIMEDOUT;
+    struct timespec deadline;
+    if (timeout_ms > 0)
+        evexec__deadline(&deadline, timeout_ms);
+    struct stripe *s = stripe_of(cf);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    atomic_fetch_or(&cf->flags, EVEXEC__CF_WAITERS);
+    while (!is_done(atomic_load(&cf->state))) {
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&s->cond, &s->lock);
+        } else if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT) {
+            rc = is_done(atomic_load(&cf->state)) ? 0 : ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int evexec_cfuture_wait(struct evexec_cfuture *cf, long timeout_ms)
+{
+    if (!cf || timeout_ms < -1)
+        return EINVAL;
+    return wait_done(cf, timeout_ms);
+}
+
+int evexec__cfuture_outcome(struct evexec_cfuture *cf, void **result, bool take)
+{
+    switch (atomic_load(&cf->state)) {
+    case EVEXEC_CANCELLED:
+        return ECANCELED;
+    case EVEXEC_FINISHED:
+        break;
+    default:
+        return EINPROGRESS;
+    }
+    if (cf->error)
+        return cf->error;
+    if (take) {
+        if (atomic_fetch_or(&cf->flags, EVEXEC__CF_TAKEN) & EVEXEC__CF_TAKEN)
+            return EVEXEC_ETAKEN;
+    } else if (atomic_load(&cf->flags) & EVEXEC__CF_TAKEN) {
+        return EVEXEC_ETAKEN;
+    }
+    if (result)
+        *result = cf->result;
+    return 0;
+}
+
+static int result_common(struct evexec_cfuture *cf, long timeout_ms, void **result,
+                         bool take)
+{
+    if (!cf || timeout_ms < -1)
+        return EINVAL;
+    int rc = wait_done(cf, timeout_ms);
+    if (rc)
+        return rc;
+    return evexec__cfuture_outcome(cf, result, take);
+}
+
+int evexec_cfuture_result(struct evexec_cfuture *cf, long timeout_ms, void **result)
+{
+    return result_common(cf, timeout_ms, result, false);
+}
+
+int evexec_cfuture_take_result(struct evexec_cfuture *cf, long timeout_ms, void **result)
+{
+    return result_common(cf, timeout_ms, result, true);
+}
+
+void evexec__cfuture_drop_result(struct evexec_cfuture *cf)
+{
+    if (atomic_fetch_or(&cf->flags, EVEXEC__CF_TAKEN) & EVEXEC__CF_TAKEN)
+        return;
+    if (cf->result && cf->free_result)
+        cf->free_result(cf->result);
+    cf->result = NULL;
+}
+
+int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf, evexec_cfuture_cb cb,
+                                     void *arg)
+{
+    if (!cf || !cb)
+        return EINVAL;
+    if (!is_done(atomic_load(&cf->state))) {
+        struct evexec__cb_node *n = evexec__malloc(sizeof(*n));
+        if (!n)
+            return ENOMEM;
+        n->next = NULL;
+        n->cb = cb;
+        n->arg = arg;
+        struct stripe *s = stripe_of(cf);
+        pthread_mutex_lock(&s->lock);
+        atomic_fetch_or(&cf->flags, EVEXEC__CF_CALLBACKS);
+        if (!is_done(atomic_load(&cf->state))) {
+            *cf->callbacks_tail = n;
+            cf->callbacks_tail = &n->next;
+            pthread_mutex_unlock(&s->lock);
+            return 0;
+        }
+        pthread_mutex_unlock(&s->lock);
+        evexec__free(n);
+    }
+    cb(cf, arg);
+    return 0;
+}
+
+void evexec_cfuture_retain(struct evexec_cfuture *cf)
+{
+    if (cf)
+        atomic_fetch_add_explicit(&cf->refs, 1, memory_order_relaxed);
+}
+
+void evexec_cfuture_release(struct evexec_cfuture *cf)
+{
+    if (!cf)
+        return;
+    if (atomic_fetch_sub_explicit(&cf->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (!(atomic_load_explicit(&cf->flags, memory_order_relaxed) & EVEXEC__CF_TAKEN) &&
+        cf->result && cf->free_result)
+        cf->free_result(cf->result);
+    /* Nodes left only if the future never completed (a pool freed in a forked
+     * child leaks its tasks, so this is belt and braces). */
+    for (struct evexec__cb_node *n = cf->callbacks, *next; n; n = next) {
+        next = n->next;
+        evexec__free(n);
+    }
+    /* An embedded cfuture heads its run_in_executor block: freeing it frees
+     * the block; the loop future inside died first (it holds a reference). */
+    evexec__free(cf);
+}

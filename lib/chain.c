@@ -1,0 +1,145 @@
+/*
+ * chain.c -- joins a concurrent future to a loop future, both ways, as
+ * asyncio's _chain_future does.
+ *
+ *   cfuture done (any thread)  -> post the future's deliver_handle to its loop
+ *   deliver (loop thread)      -> copy the cfuture's state into the future,
+ *                                 unless the future was cancelled meanwhile:
+ *                                 then a run_in_executor result is freed now
+ *   loop future cancelled      -> evexec_cfuture_cancel (future.c)
+ *
+ * evexec_run_in_executor makes one allocation per call: the task, its
+ * concurrent future and the loop future live in one block, and the deliver
+ * handle is a member of the future, so posting allocates nothing. The block
+ * is freed when the cfuture's last reference goes; the loop future holds one.
+ *
+ * References while in flight: the future has one for the caller and one for
+ * the chain (dropped after delivery or disposal); the cfuture has one for the
+ * pool's queue and one for the future. loop->in_flight counts undelivered
+ * chains so the loop keeps listening until each has been disposed of.
+ */
+#include "evexec-internal.h"
+
+#include <errno.h>
+
+struct rie_block {
+    struct evexec_cfuture cf; /* first: freeing the cfuture frees the block */
+    struct evexec_future f;
+};
+
+void evexec__chain_cfuture_done(struct evexec_future *f)
+{
+    evexec__loop_post(f->loop, &f->deliver_handle);
+}
+
+void evexec__chain_deliver(struct evexec__handle *h, bool discard)
+{
+    struct evexec_future *f = evexec__container_of(h, struct evexec_future, deliver_handle);
+    struct evexec_loop *loop = f->loop;
+    struct evexec_cfuture *cf = f->cf;
+    if (!discard) {
+        loop->in_flight--;
+        if (f->state == EVEXEC__F_PENDING) {
+            /* Completed by the bridge's own drain: its callbacks may run in
+             * this same drain (evexec__loop_schedule). */
+            loop->delivering = true;
+            if (atomic_load(&cf->state) == EVEXEC_CANCELLED)
+                evexec__future_settle(f, EVEXEC__F_CANCELLED, 0);
+            else
+                evexec__future_settle(f, EVEXEC__F_FINISHED, cf->error);
+            loop->delivering = false;
+        } else if (f->embedded) {
+            evexec__cfuture_drop_result(cf);
+        }
+    } else if (f->embedded) {
+        /* The loop is gone and the future was cancelled with it. */
+        evexec__cfuture_drop_result(cf);
+    }
+    evexec_future_release(f); /* the chain's reference */
+}
+
+/* Common checks of the loop-side entry points; 0 or an error code. */
+static int check_loop(struct evexec_loop *loop, const char *func)
+{
+    if (!loop)
+        return EINVAL;
+    if (loop->fork_gen != evexec__fork_gen())
+        return EVEXEC_EFORKED;
+    if (evexec__loop_closed(loop))
+        return EVEXEC_ECLOSED;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, func);
+    (void)func;
+    return 0;
+}
+
+struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
+                                             struct evexec_pool *pool, evexec_work_fn fn,
+                                             void *arg, evexec_free_fn free_result)
+{
+    int err = check_loop(loop, "evexec_run_in_executor");
+    if (!err && !fn)
+        err = EINVAL;
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    if (!pool && !(pool = evexec_loop_default_pool(loop)))
+        return NULL;
+    struct rie_block *b = evexec__malloc(sizeof(*b));
+    if (!b)
+        return NULL;
+    evexec__cfuture_init(&b->cf, fn, arg, free_result, 2); /* queue + future */
+    b->cf.embedded = true;
+    b->cf.chain = &b->f;
+    evexec__future_init(&b->f, loop, 2); /* caller + chain */
+    b->f.embedded = true;
+    b->f.cf = &b->cf;
+    loop->in_flight++;
+    err = evexec__pool_submit_cf(pool, &b->cf);
+    if (err) {
+        loop->in_flight--;
+        evexec__pending_unlink(&b->f);
+        evexec__loop_release(loop);
+        evexec__free(b);
+        errno = err;
+        return NULL;
+    }
+    evexec__loop_update_listening(loop);
+    return &b->f;
+}
+
+static void wrapped_done(struct evexec_cfuture *cf, void *arg)
+{
+    (void)cf;
+    evexec__chain_cfuture_done(arg);
+}
+
+struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop, struct evexec_cfuture *cf)
+{
+    int err = check_loop(loop, "evexec_wrap_cfuture");
+    if (!err && !cf)
+        err = EINVAL;
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    struct evexec_future *f = evexec__malloc(sizeof(*f));
+    if (!f)
+        return NULL;
+    evexec__future_init(f, loop, 2); /* caller + chain */
+    evexec_cfuture_retain(cf);
+    f->cf = cf;
+    loop->in_flight++;
+    err = evexec_cfuture_add_done_callback(cf, wrapped_done, f);
+    if (err) {
+        loop->in_flight--;
+        evexec__pending_unlink(f);
+        evexec_cfuture_release(cf);
+        evexec__loop_release(loop);
+        evexec__free(f);
+        errno = err;
+        return NULL;
+    }
+    evexec__loop_update_listening(loop);
+    return f;
+}

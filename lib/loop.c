@@ -1,0 +1,534 @@
+/*
+ * loop.c -- the loop bridge: callbacks run on the thread of one event_base.
+ *
+ * Two queues feed the loop thread:
+ *   - the ready queue (loop thread only), an intrusive FIFO filled by
+ *     evexec_call_soon and by futures scheduling their done callbacks;
+ *   - the foreign stack, a lock-free LIFO that any thread pushes onto
+ *     (evexec_call_soon_threadsafe, chain deliveries from workers). The loop
+ *     takes it whole with one exchange and reverses it, which restores the
+ *     push order, so each producer's callbacks stay FIFO.
+ *
+ * Wakeups: a producer writes the wakeup fd (eventfd, or a non-blocking pipe)
+ * only when its push found the stack empty and the loop is not draining. The
+ * loop sets `draining` before it takes the stack and clears it after the
+ * drain, then looks at the stack once more; these two pairs of seq_cst
+ * operations ensure a push is either taken by a drain, seen by the post-drain
+ * check (which schedules another pass without a syscall), or followed by a
+ * write. No wakeup is lost and a flood costs a handful of writes.
+ *
+ * Passes: a drain runs what was queued when it started. What is queued
+ * meanwhile runs on the next pass: run_ev is then added with a zero timeout,
+ * which libevent fires only after polling for I/O (event_active from inside
+ * the drain would run it again before any poll and starve I/O). Outside a
+ * drain, call_soon activates run_ev directly: no syscall.
+ *
+ * Liveness: wake_ev is added only while the loop has chained futures in
+ * flight or is referenced (evexec_loop_ref), so an idle bridge lets
+ * event_base_dispatch() return. A post made while not listening leaves the
+ * fd readable and the item queued: it runs as soon as the loop listens.
+ *
+ * Teardown: `closed` is set (seq_cst) before the loop takes the stack for the
+ * last time; a producer whose push found the stack empty checks `closed` after
+ * pushing and, if set, takes the stack and disposes of it itself. Memory is
+ * reference counted by the loop and every future, and the wakeup fd is closed
+ * only with the memory, so a late producer never writes to a reused fd.
+ *
+ * Lock order: the registry lock (loop_new/loop_free only), alone.
+ */
+#include "evexec-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#ifdef EVEXEC_WAKEUP_EVENTFD
+#include <sys/eventfd.h>
+#endif
+
+/* One bridge per event_base: the loops that exist, for EEXIST. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct evexec_loop *registry;
+
+void evexec__loop_atfork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+void evexec__loop_atfork_parent(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void evexec__loop_atfork_child(void)
+{
+    /* The parent's loops are unusable here: forget them, so a new loop can
+     * be made on a new base. */
+    registry = NULL;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* ---- wakeup descriptor -------------------------------------------------- */
+
+static int wake_open(struct evexec_loop *loop)
+{
+#ifdef EVEXEC_WAKEUP_EVENTFD
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return errno;
+    loop->wake_rfd = loop->wake_wfd = fd;
+#else
+    int fds[2];
+#ifdef HAVE_PIPE2
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+        return errno;
+#else
+    if (pipe(fds) < 0)
+        return errno;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    }
+#endif
+    loop->wake_rfd = fds[0];
+    loop->wake_wfd = fds[1];
+#endif
+    return 0;
+}
+
+static void wake_close(struct evexec_loop *loop)
+{
+    close(loop->wake_rfd);
+    if (loop->wake_wfd != loop->wake_rfd)
+        close(loop->wake_wfd);
+}
+
+static void wake_write(struct evexec_loop *loop)
+{
+#ifdef EVEXEC_WAKEUP_EVENTFD
+    const uint64_t one = 1;
+    const void *buf = &one;
+    size_t len = sizeof(one);
+#else
+    const char one = 1;
+    const void *buf = &one;
+    size_t len = 1;
+#endif
+    for (;;) {
+        ssize_t n = write(loop->wake_wfd, buf, len);
+        if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK)
+            break; /* EAGAIN: the counter or pipe is full, the loop is woken */
+        if (errno != EINTR)
+            break; /* nothing better to do: the next post tries again */
+    }
+    atomic_fetch_add_explicit(&loop->wakeup_writes, 1, memory_order_relaxed);
+}
+
+static void wake_drain(struct evexec_loop *loop)
+{
+    char buf[256];
+    for (;;) {
+        ssize_t n = read(loop->wake_rfd, buf, sizeof(buf));
+        if (n > 0) {
+#ifdef EVEXEC_WAKEUP_EVENTFD
+            break; /* an eventfd read resets the counter at once */
+#else
+            continue;
+#endif
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        break; /* EAGAIN: empty */
+    }
+}
+
+/* ---- the queues --------------------------------------------------------- */
+
+static void schedule_run(struct evexec_loop *loop)
+{
+    if (loop->run_scheduled)
+        return;
+    loop->run_scheduled = true;
+    if (loop->in_drain) {
+        static const struct timeval zero = {0, 0};
+        event_add(loop->run_ev, &zero);
+    } else {
+        event_active(loop->run_ev, EV_TIMEOUT, 0);
+    }
+}
+
+void evexec__loop_schedule(struct evexec_loop *loop, struct evexec__handle *h)
+{
+    h->next = NULL;
+    if (loop->delivering) {
+        *loop->batch_tail = h;
+        loop->batch_tail = &h->next;
+        return;
+    }
+    *loop->ready_tail = h;
+    loop->ready_tail = &h->next;
+    schedule_run(loop);
+}
+
+static void dispose_list(struct evexec__handle *list)
+{
+    while (list) {
+        struct evexec__handle *h = list;
+        list = h->next;
+        h->run(h, true);
+    }
+}
+
+void evexec__loop_post(struct evexec_loop *loop, struct evexec__handle *h)
+{
+    if (evexec__loop_on_thread(loop)) {
+        if (evexec__loop_closed(loop))
+            h->run(h, true);
+        else
+            evexec__loop_schedule(loop, h);
+        return;
+    }
+    struct evexec__handle *old = atomic_load_explicit(&loop->foreign, memory_order_relaxed);
+    do {
+        h->next = old;
+    } while (!atomic_compare_exchange_weak(&loop->foreign, &old, h));
+    if (old != NULL)
+        return; /* whoever takes the stack takes this too */
+    if (atomic_load(&loop->closed)) {
+        dispose_list(atomic_exchange(&loop->foreign, NULL));
+        return;
+    }
+    if (!atomic_load(&loop->draining))
+        wake_write(loop);
+}
+
+/* Move the foreign stack, in push order, to the end of the ready queue. */
+static void take_foreign(struct evexec_loop *loop)
+{
+    struct evexec__handle *list = atomic_exchange(&loop->foreign, NULL);
+    struct evexec__handle *fifo = NULL, **tail;
+    uint64_t n = 0;
+    while (list) {
+        struct evexec__handle *h = list;
+        list = h->next;
+        h->next = fifo;
+        fifo = h;
+        n++;
+    }
+    if (!fifo)
+        return;
+    loop->foreign_posts += n;
+    *loop->ready_tail = fifo;
+    for (tail = &fifo->next; *tail; tail = &(*tail)->next)
+        ;
+    loop->ready_tail = tail;
+}
+
+void evexec__loop_update_listening(struct evexec_loop *loop)
+{
+    bool want = loop->in_flight > 0 || loop->user_refs > 0;
+    if (want == loop->listening)
+        return;
+    if (want ? event_add(loop->wake_ev, NULL) == 0 : event_del(loop->wake_ev) == 0)
+        loop->listening = want;
+}
+
+static void drain(struct evexec_loop *loop, bool readable)
+{
+    atomic_store(&loop->draining, true);
+    if (readable)
+        wake_drain(loop);
+    take_foreign(loop);
+
+    loop->batch_head = loop->ready_head;
+    loop->batch_tail = loop->batch_head ? loop->ready_tail : &loop->batch_head;
+    loop->ready_head = NULL;
+    loop->ready_tail = &loop->ready_head;
+    loop->in_drain = true;
+    while (loop->batch_head) {
+        struct evexec__handle *h = loop->batch_head;
+        loop->batch_head = h->next;
+        if (!loop->batch_head)
+            loop->batch_tail = &loop->batch_head;
+        loop->callbacks_run++;
+        h->run(h, false);
+        if (evexec__loop_closed(loop))
+            return; /* a callback freed the loop: its memory lives until we return */
+    }
+    loop->drains++;
+
+    /* Still in_drain: anything found now waits for the next pass. */
+    atomic_store(&loop->draining, false);
+    if (atomic_load(&loop->foreign) != NULL)
+        schedule_run(loop);
+    loop->in_drain = false;
+    evexec__loop_update_listening(loop);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct evexec_loop *loop = arg;
+    evexec__loop_retain(loop);
+    drain(loop, true);
+    evexec__loop_release(loop);
+}
+
+static void on_run(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct evexec_loop *loop = arg;
+    loop->run_scheduled = false;
+    evexec__loop_retain(loop);
+    drain(loop, false);
+    evexec__loop_release(loop);
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+struct evexec_loop *evexec_loop_new(struct event_base *base)
+{
+    if (!base) {
+        errno = EINVAL;
+        return NULL;
+    }
+    evexec__fork_init();
+    struct evexec_loop *loop = evexec__calloc(1, sizeof(*loop));
+    if (!loop)
+        return NULL;
+    int err = wake_open(loop);
+    if (err) {
+        evexec__free(loop);
+        errno = err;
+        return NULL;
+    }
+    loop->base = base;
+    loop->thread = pthread_self();
+    loop->fork_gen = evexec__fork_gen();
+    loop->ready_tail = &loop->ready_head;
+    loop->batch_tail = &loop->batch_head;
+    atomic_init(&loop->refs, 1);
+    loop->wake_ev = event_new(base, loop->wake_rfd, EV_READ | EV_PERSIST, on_wake, loop);
+    loop->run_ev = event_new(base, -1, 0, on_run, loop);
+    if (!loop->wake_ev || !loop->run_ev) {
+        err = ENOMEM;
+        goto fail;
+    }
+    pthread_mutex_lock(&registry_lock);
+    for (struct evexec_loop *l = registry; l; l = l->registry_next) {
+        if (l->base == base) {
+            pthread_mutex_unlock(&registry_lock);
+            err = EEXIST;
+            goto fail;
+        }
+    }
+    loop->registry_next = registry;
+    registry = loop;
+    pthread_mutex_unlock(&registry_lock);
+    return loop;
+fail:
+    if (loop->wake_ev)
+        event_free(loop->wake_ev);
+    if (loop->run_ev)
+        event_free(loop->run_ev);
+    wake_close(loop);
+    evexec__free(loop);
+    errno = err;
+    return NULL;
+}
+
+void evexec__loop_retain(struct evexec_loop *loop)
+{
+    atomic_fetch_add_explicit(&loop->refs, 1, memory_order_relaxed);
+}
+
+void evexec__loop_release(struct evexec_loop *loop)
+{
+    if (atomic_fetch_sub_explicit(&loop->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    wake_close(loop);
+    evexec__free(loop);
+}
+
+static bool loop_forked(const struct evexec_loop *loop)
+{
+    return loop->fork_gen != evexec__fork_gen();
+}
+
+void evexec_loop_free(struct evexec_loop *loop)
+{
+    if (!loop || loop_forked(loop))
+        return; /* a forked child leaks the parent's loop, as documented */
+    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_free");
+    if (evexec__loop_closed(loop))
+        return;
+    atomic_store(&loop->closed, true);
+
+    pthread_mutex_lock(&registry_lock);
+    for (struct evexec_loop **p = &registry; *p; p = &(*p)->registry_next) {
+        if (*p == loop) {
+            *p = loop->registry_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+
+    /* Cancel every pending future; their chained tasks are cancelled too and
+     * deliveries posted now are disposed of at once (the loop is closed). */
+    while (loop->pending) {
+        struct evexec_future *f = loop->pending;
+        evexec_future_retain(f);
+        evexec__future_cancel(f);
+        evexec_future_release(f);
+    }
+    dispose_list(atomic_exchange(&loop->foreign, NULL));
+    struct evexec__handle *ready = loop->ready_head;
+    loop->ready_head = NULL;
+    loop->ready_tail = &loop->ready_head;
+    dispose_list(ready);
+    if (loop->in_drain) {
+        /* Freed from one of its own callbacks: the rest of the batch too. */
+        struct evexec__handle *batch = loop->batch_head;
+        loop->batch_head = NULL;
+        loop->batch_tail = &loop->batch_head;
+        dispose_list(batch);
+    }
+    event_free(loop->wake_ev);
+    event_free(loop->run_ev);
+    loop->wake_ev = loop->run_ev = NULL;
+    if (loop->default_pool)
+        evexec__pool_orphan(loop->default_pool);
+    loop->default_pool = NULL;
+    evexec__loop_release(loop);
+}
+
+struct event_base *evexec_loop_base(struct evexec_loop *loop)
+{
+    if (!loop) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return loop->base;
+}
+
+/* A public callback queued on the loop. */
+struct soon_call {
+    struct evexec__handle h;
+    evexec_callback_fn cb;
+    void *arg;
+};
+
+static void soon_call_run(struct evexec__handle *h, bool discard)
+{
+    struct soon_call *c = evexec__container_of(h, struct soon_call, h);
+    if (!discard)
+        c->cb(c->arg);
+    evexec__free(c);
+}
+
+static int check_loop(struct evexec_loop *loop, evexec_callback_fn cb)
+{
+    if (!loop || !cb)
+        return EINVAL;
+    if (loop_forked(loop))
+        return EVEXEC_EFORKED;
+    if (evexec__loop_closed(loop))
+        return EVEXEC_ECLOSED;
+    return 0;
+}
+
+int evexec_call_soon(struct evexec_loop *loop, evexec_callback_fn cb, void *arg)
+{
+    int err = check_loop(loop, cb);
+    if (err)
+        return err;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_call_soon");
+    struct soon_call *c = evexec__malloc(sizeof(*c));
+    if (!c)
+        return ENOMEM;
+    c->h.run = soon_call_run;
+    c->cb = cb;
+    c->arg = arg;
+    *loop->ready_tail = &c->h;
+    c->h.next = NULL;
+    loop->ready_tail = &c->h.next;
+    schedule_run(loop);
+    return 0;
+}
+
+int evexec_call_soon_threadsafe(struct evexec_loop *loop, evexec_callback_fn cb, void *arg)
+{
+    int err = check_loop(loop, cb);
+    if (err)
+        return err;
+    if (evexec__loop_on_thread(loop))
+        return evexec_call_soon(loop, cb, arg);
+    struct soon_call *c = evexec__malloc(sizeof(*c));
+    if (!c)
+        return ENOMEM;
+    c->h.run = soon_call_run;
+    c->cb = cb;
+    c->arg = arg;
+    evexec__loop_post(loop, &c->h);
+    return 0;
+}
+
+void evexec_loop_ref(struct evexec_loop *loop)
+{
+    if (!loop || loop_forked(loop) || evexec__loop_closed(loop))
+        return;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_ref");
+    loop->user_refs++;
+    evexec__loop_update_listening(loop);
+}
+
+void evexec_loop_unref(struct evexec_loop *loop)
+{
+    if (!loop || loop_forked(loop) || evexec__loop_closed(loop))
+        return;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_unref");
+    EVEXEC__ASSERT(loop->user_refs > 0, "evexec_loop_unref", "more unrefs than refs");
+    if (loop->user_refs == 0)
+        return;
+    loop->user_refs--;
+    if (!loop->in_drain)
+        evexec__loop_update_listening(loop);
+}
+
+int evexec_loop_get_stats(struct evexec_loop *loop, struct evexec_loop_stats *stats)
+{
+    if (!loop || !stats)
+        return EINVAL;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_get_stats");
+    stats->callbacks_run = loop->callbacks_run;
+    stats->foreign_posts = loop->foreign_posts;
+    stats->wakeup_writes = atomic_load_explicit(&loop->wakeup_writes, memory_order_relaxed);
+    stats->drains = loop->drains;
+    stats->in_flight = loop->in_flight;
+    return 0;
+}
+
+struct evexec_pool *evexec_loop_default_pool(struct evexec_loop *loop)
+{
+    if (!loop) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (loop_forked(loop)) {
+        errno = EVEXEC_EFORKED;
+        return NULL;
+    }
+    if (evexec__loop_closed(loop)) {
+        errno = EVEXEC_ECLOSED;
+        return NULL;
+    }
+    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_default_pool");
+    if (!loop->default_pool)
+        loop->default_pool = evexec_pool_new(NULL);
+    return loop->default_pool;
+}

@@ -1,0 +1,559 @@
+/*
+ * pool.c -- worker threads and the FIFO work queue.
+ *
+ * One mutex (pool->lock) guards the queue, the worker lists and the counters.
+ * Workers are made lazily, one per submission that finds nobody to take it,
+ * up to max_workers. A worker with nothing to do first spins for a few tens of
+ * microseconds (a cross-CPU wakeup costs more than that on a small VM), then
+ * parks on a condition variable of its own in the idle stack. A submitter
+ * claims the most recently parked worker and signals only that one, so the
+ * workers at the bottom of the stack stay idle long enough to time out and
+ * exit (above min_workers).
+ *
+ * Cancellation never touches the queue: a cancelled task stays queued until
+ * a worker pops it, fails the PENDING -> RUNNING transition and drops it.
+ *
+ * Lifetime: evexec_pool_free() joins every worker. An orphaned pool (the
+ * loop's default pool at evexec_loop_free, or a pool freed by its own worker)
+ * detaches its workers instead and the last one to exit frees it.
+ *
+ * Lock order: pool->lock, then nothing. No user code (tasks, hooks, free
+ * functions, callbacks) runs under it.
+ */
+#include "evexec-internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef HAVE_SYS_PRCTL_H
+#include <sys/prctl.h>
+#endif
+
+struct worker {
+    struct worker *idle_prev, *idle_next; /* idle stack (pool lock) */
+    struct worker *all_prev, *all_next;   /* live workers, or zombies */
+    struct evexec_pool *pool;
+    pthread_t thread;
+    pthread_cond_t wake;
+    unsigned index;
+    bool claimed;                         /* a submitter woke it for work */
+};
+
+struct evexec_pool {
+    pthread_mutex_t lock;
+    struct evexec_cfuture *qhead, *qtail;
+    size_t queued;
+    struct worker *idle_top;              /* most recently parked */
+    struct worker *live;                  /* every running worker */
+    struct worker *zombies;               /* exited, not yet joined */
+    unsigned nthreads, nidle, nspinning;
+    pthread_cond_t exited;                /* nthreads reached 0 */
+    bool stopping, broken, orphan;
+    uint64_t submitted, completed, cancelled, threads_started;
+    unsigned next_index;
+    unsigned fork_gen;
+    /* Read by spinning workers without the lock. */
+    _Alignas(EVEXEC__CACHELINE) _Atomic size_t queued_hint;
+    _Alignas(EVEXEC__CACHELINE) struct evexec_pool_config cfg;
+    uint64_t spin_ns;
+    char name[16];
+};
+
+/* The pool whose worker this thread is, for EDEADLK. */
+static _Thread_local struct evexec_pool *current_pool;
+
+static unsigned default_max_workers(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+        cpus = 1;
+    return cpus + 4 < 32 ? (unsigned)cpus + 4 : 32;
+}
+
+struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
+{
+    evexec__fork_init();
+    struct evexec_pool_config c = {0};
+    if (cfg)
+        c = *cfg;
+    if (!c.max_workers)
+        c.max_workers = default_max_workers();
+    if (!c.idle_timeout_ms)
+        c.idle_timeout_ms = 10000;
+    if (!c.spin_us)
+        c.spin_us = EVEXEC_DEFAULT_SPIN_US;
+    if (!c.worker_nice)
+        c.worker_nice = EVEXEC_DEFAULT_WORKER_NICE;
+    if (c.min_workers > c.max_workers ||
+        (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    struct evexec_pool *pool = evexec__calloc(1, sizeof(*pool));
+    if (!pool)
+        return NULL;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->exited, &attr);
+    pthread_condattr_destroy(&attr);
+    pool->cfg = c;
+    pool->spin_ns = (c.flags & EVEXEC_POOL_NO_SPIN) ? 0 : (uint64_t)c.spin_us * 1000u;
+    /* A thread name has 15 characters; leave room for "-NN". */
+    snprintf(pool->name, 12, "%s", c.thread_name ? c.thread_name : "evexec");
+    pool->cfg.thread_name = pool->name;
+    pool->fork_gen = evexec__fork_gen();
+    return pool;
+}
+
+static bool forked(const struct evexec_pool *pool)
+{
+    return pool->fork_gen != evexec__fork_gen();
+}
+
+/* ---- queue (pool lock held) --------------------------------------------- */
+
+static void queue_push(struct evexec_pool *pool, struct evexec_cfuture *cf)
+{
+    cf->qnext = NULL;
+    if (pool->qtail)
+        pool->qtail->qnext = cf;
+    else
+        pool->qhead = cf;
+    pool->qtail = cf;
+    pool->queued++;
+    atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
+}
+
+static struct evexec_cfuture *queue_pop(struct evexec_pool *pool)
+{
+    struct evexec_cfuture *cf = pool->qhead;
+    if (!cf)
+        return NULL;
+    pool->qhead = cf->qnext;
+    if (!pool->qhead)
+        pool->qtail = NULL;
+    pool->queued--;
+    atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
+    return cf;
+}
+
+static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
+{
+    struct evexec_cfuture *list = pool->qhead;
+    pool->qhead = pool->qtail = NULL;
+    pool->queued = 0;
+    atomic_store_explicit(&pool->queued_hint, 0, memory_order_relaxed);
+    return list;
+}
+
+/* Outside the lock: fail (or cancel) every task of a detached list. */
+static void fail_list(struct evexec_cfuture *list, int err)
+{
+    while (list) {
+        struct evexec_cfuture *cf = list;
+        list = cf->qnext;
+        if (err == ECANCELED)
+            evexec_cfuture_cancel(cf);
+        else
+            evexec__cfuture_fail(cf, err);
+        evexec_cfuture_release(cf); /* the queue's reference */
+    }
+}
+
+/* ---- idle stack and worker lists (pool lock held) ----------------------- */
+
+static void idle_push(struct evexec_pool *pool, struct worker *w)
+{
+    w->idle_prev = NULL;
+    w->idle_next = pool->idle_top;
+    if (pool->idle_top)
+        pool->idle_top->idle_prev = w;
+    pool->idle_top = w;
+    pool->nidle++;
+}
+
+static void idle_remove(struct evexec_pool *pool, struct worker *w)
+{
+    if (w->idle_prev)
+        w->idle_prev->idle_next = w->idle_next;
+    else
+        pool->idle_top = w->idle_next;
+    if (w->idle_next)
+        w->idle_next->idle_prev = w->idle_prev;
+    w->idle_prev = w->idle_next = NULL;
+    pool->nidle--;
+}
+
+static void list_insert(struct worker **head, struct worker *w)
+{
+    w->all_prev = NULL;
+    w->all_next = *head;
+    if (*head)
+        (*head)->all_prev = w;
+    *head = w;
+}
+
+static void list_remove(struct worker **head, struct worker *w)
+{
+    if (w->all_prev)
+        w->all_prev->all_next = w->all_next;
+    else
+        *head = w->all_next;
+    if (w->all_next)
+        w->all_next->all_prev = w->all_prev;
+}
+
+static void join_list(struct worker *list)
+{
+    while (list) {
+        struct worker *w = list;
+        list = w->all_next;
+        pthread_join(w->thread, NULL);
+        pthread_cond_destroy(&w->wake);
+        evexec__free(w);
+    }
+}
+
+static void pool_destroy(struct evexec_pool *pool)
+{
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->exited);
+    evexec__free(pool);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void worker_setup(struct worker *w)
+{
+    struct evexec_pool *pool = w->pool;
+#ifdef HAVE_PTHREAD_SETNAME_NP
+    char name[32];
+    snprintf(name, sizeof(name), "%s-%u", pool->name, w->index % 1000);
+    name[15] = '\0'; /* the kernel keeps 15 characters */
+    pthread_setname_np(pthread_self(), name);
+#endif
+    if (!(pool->cfg.flags & EVEXEC_POOL_KEEP_PRIORITY) && pool->cfg.worker_nice > 0) {
+        /* On Linux the nice value belongs to the thread: lower the worker,
+         * not the process. Failure only costs loop latency; ignore it. */
+        pid_t tid = (pid_t)syscall(SYS_gettid);
+        errno = 0;
+        int prio = getpriority(PRIO_PROCESS, (id_t)tid);
+        if (errno == 0)
+            (void)setpriority(PRIO_PROCESS, (id_t)tid, prio + pool->cfg.worker_nice);
+    }
+}
+
+/* Spin outside the lock until work may be there or spin_ns passed. */
+static void worker_spin(struct evexec_pool *pool)
+{
+    uint64_t start = evexec__now_ns();
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0)
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+        if ((i & 63) == 0 && evexec__now_ns() - start >= pool->spin_ns)
+            return;
+    }
+}
+
+/* Park until claimed, stopping, or idle timeout. Lock held. Returns false if
+ * the worker should exit because it idled too long. */
+static bool worker_park(struct evexec_pool *pool, struct worker *w)
+{
+    w->claimed = false;
+    idle_push(pool, w);
+    bool timed = pool->nthreads > pool->cfg.min_workers;
+    struct timespec deadline;
+    if (timed)
+        evexec__deadline(&deadline, pool->cfg.idle_timeout_ms);
+    while (!w->claimed && !pool->stopping) {
+        int rc = timed ? pthread_cond_timedwait(&w->wake, &pool->lock, &deadline)
+                       : pthread_cond_wait(&w->wake, &pool->lock);
+        if (rc == ETIMEDOUT && !w->claimed && !pool->stopping) {
+            if (pool->nthreads > pool->cfg.min_workers) {
+                idle_remove(pool, w);
+                return false;
+            }
+            timed = false;
+        }
+    }
+    if (!w->claimed)
+        idle_remove(pool, w); /* woken by shutdown, still on the stack */
+    return true;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct evexec_pool *pool = w->pool;
+    current_pool = pool;
+    worker_setup(w);
+
+    bool init_ok = true;
+    if (pool->cfg.thread_init && pool->cfg.thread_init(pool->cfg.thread_ctx) != 0) {
+        init_ok = false;
+        pthread_mutex_lock(&pool->lock);
+        pool->broken = true;
+        struct evexec_cfuture *list = queue_take_all(pool);
+        pthread_mutex_unlock(&pool->lock);
+        fail_list(list, EVEXEC_EBROKEN);
+    }
+
+    pthread_mutex_lock(&pool->lock);
+    while (init_ok) {
+        struct evexec_cfuture *cf = queue_pop(pool);
+        if (cf) {
+            bool started = evexec__cfuture_start(cf);
+            if (!started)
+                pool->cancelled++;
+            pthread_mutex_unlock(&pool->lock);
+            if (started)
+                evexec__cfuture_run(cf);
+            evexec_cfuture_release(cf); /* the queue's reference */
+            pthread_mutex_lock(&pool->lock);
+            if (started)
+                pool->completed++;
+            continue;
+        }
+        if (pool->stopping || pool->broken)
+            break;
+        if (pool->spin_ns) {
+            pool->nspinning++;
+            pthread_mutex_unlock(&pool->lock);
+            worker_spin(pool);
+            pthread_mutex_lock(&pool->lock);
+            pool->nspinning--;
+            if (pool->qhead)
+                continue;
+        }
+        if (!worker_park(pool, w))
+            break;
+    }
+    pthread_mutex_unlock(&pool->lock);
+
+    if (init_ok && pool->cfg.thread_exit)
+        pool->cfg.thread_exit(pool->cfg.thread_ctx);
+
+    pthread_mutex_lock(&pool->lock);
+    list_remove(&pool->live, w);
+    bool last = --pool->nthreads == 0;
+    struct worker *to_join = NULL;
+    bool orphan = pool->orphan;
+    if (!orphan) {
+        /* Join the workers that exited before us; the next exiting worker
+         * or the shutdown joins us. */
+        to_join = pool->zombies;
+        pool->zombies = NULL;
+        list_insert(&pool->zombies, w);
+    }
+    if (last)
+        pthread_cond_broadcast(&pool->exited);
+    pthread_mutex_unlock(&pool->lock);
+    join_list(to_join);
+    if (orphan) {
+        pthread_cond_destroy(&w->wake);
+        evexec__free(w);
+        if (last)
+            pool_destroy(pool);
+    }
+    return NULL;
+}
+
+/* Start one worker. Lock held. Returns 0 or an error of pthread_create. */
+static int spawn_worker(struct evexec_pool *pool)
+{
+    struct worker *w = evexec__calloc(1, sizeof(*w));
+    if (!w)
+        return ENOMEM;
+    w->pool = pool;
+    w->index = pool->next_index++;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &attr);
+    pthread_condattr_destroy(&attr);
+
+    /* Workers inherit a mask that blocks every signal, so signals keep going
+     * to the loop thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = evexec__thread_create(&w->thread, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        pthread_cond_destroy(&w->wake);
+        evexec__free(w);
+        return rc;
+    }
+    list_insert(&pool->live, w);
+    pool->nthreads++;
+    pool->threads_started++;
+    return 0;
+}
+
+/* A task was queued: make sure somebody will take it. Lock held. Returns a
+ * list of tasks to fail with EAGAIN if no thread exists and none could be
+ * made. */
+static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
+{
+    if (pool->queued <= pool->nspinning)
+        return NULL; /* a spinning worker will see it */
+    if (pool->idle_top) {
+        struct worker *w = pool->idle_top;
+        idle_remove(pool, w);
+        w->claimed = true;
+        pthread_cond_signal(&w->wake);
+        return NULL;
+    }
+    if (pool->nthreads >= pool->cfg.max_workers)
+        return NULL;
+    if (spawn_worker(pool) == 0 || pool->nthreads > 0)
+        return NULL; /* the workers we have will get to it */
+    return queue_take_all(pool);
+}
+
+int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
+{
+    if (forked(pool))
+        return EVEXEC_EFORKED;
+    pthread_mutex_lock(&pool->lock);
+    int err = 0;
+    if (pool->broken)
+        err = EVEXEC_EBROKEN;
+    else if (pool->stopping)
+        err = ESHUTDOWN;
+    else if (pool->cfg.max_queued && pool->queued >= pool->cfg.max_queued)
+        err = EAGAIN;
+    if (err) {
+        pthread_mutex_unlock(&pool->lock);
+        return err;
+    }
+    queue_push(pool, cf);
+    pool->submitted++;
+    struct evexec_cfuture *failed = dispatch(pool);
+    pthread_mutex_unlock(&pool->lock);
+    fail_list(failed, EAGAIN);
+    return 0;
+}
+
+struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool, evexec_work_fn fn,
+                                          void *arg, evexec_free_fn free_result)
+{
+    if (!pool || !fn) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (forked(pool)) {
+        errno = EVEXEC_EFORKED;
+        return NULL;
+    }
+    struct evexec_cfuture *cf = evexec__malloc(sizeof(*cf));
+    if (!cf)
+        return NULL;
+    evexec__cfuture_init(cf, fn, arg, free_result, 2); /* caller + queue */
+    int err = evexec__pool_submit_cf(pool, cf);
+    if (err) {
+        evexec__free(cf);
+        errno = err;
+        return NULL;
+    }
+    return cf;
+}
+
+/* Stop accepting work and wake every parked worker. */
+static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned flags)
+{
+    struct evexec_cfuture *cancelled = NULL;
+    pthread_mutex_lock(&pool->lock);
+    pool->stopping = true;
+    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING) {
+        cancelled = queue_take_all(pool);
+        for (struct evexec_cfuture *cf = cancelled; cf; cf = cf->qnext)
+            pool->cancelled++;
+    }
+    for (struct worker *w = pool->idle_top; w; w = w->idle_next)
+        pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&pool->lock);
+    return cancelled;
+}
+
+int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
+{
+    if (!pool || (flags & ~(EVEXEC_SHUTDOWN_WAIT | EVEXEC_SHUTDOWN_CANCEL_PENDING)))
+        return EINVAL;
+    if (forked(pool))
+        return EVEXEC_EFORKED;
+    if ((flags & EVEXEC_SHUTDOWN_WAIT) && current_pool == pool)
+        return EDEADLK;
+    fail_list(begin_shutdown(pool, flags), ECANCELED);
+    if (flags & EVEXEC_SHUTDOWN_WAIT) {
+        pthread_mutex_lock(&pool->lock);
+        while (pool->nthreads > 0)
+            pthread_cond_wait(&pool->exited, &pool->lock);
+        struct worker *zombies = pool->zombies;
+        pool->zombies = NULL;
+        pthread_mutex_unlock(&pool->lock);
+        join_list(zombies);
+    }
+    return 0;
+}
+
+void evexec__pool_orphan(struct evexec_pool *pool)
+{
+    fail_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), ECANCELED);
+    pthread_mutex_lock(&pool->lock);
+    pool->orphan = true;
+    for (struct worker *w = pool->live; w; w = w->all_next)
+        pthread_detach(w->thread);
+    struct worker *zombies = pool->zombies;
+    pool->zombies = NULL;
+    bool none_left = pool->nthreads == 0;
+    pthread_mutex_unlock(&pool->lock);
+    join_list(zombies); /* already exited: this does not wait for work */
+    if (none_left)
+        pool_destroy(pool);
+}
+
+void evexec_pool_free(struct evexec_pool *pool)
+{
+    if (!pool)
+        return;
+    if (forked(pool))
+        return; /* its threads do not exist here: leaked, as documented */
+    if (current_pool == pool) {
+        EVEXEC__ASSERT(false, "evexec_pool_free", "called from one of the pool's own workers");
+        evexec__pool_orphan(pool);
+        return;
+    }
+    evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT);
+    pool_destroy(pool);
+}
+
+int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *stats)
+{
+    if (!pool || !stats)
+        return EINVAL;
+    if (forked(pool))
+        return EVEXEC_EFORKED;
+    pthread_mutex_lock(&pool->lock);
+    stats->threads = pool->nthreads;
+    stats->idle = pool->nidle;
+    stats->queued = pool->queued;
+    stats->submitted = pool->submitted;
+    stats->completed = pool->completed;
+    stats->cancelled = pool->cancelled;
+    stats->threads_started = pool->threads_started;
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
+}

@@ -1,0 +1,15 @@
+# tests/local.mk -- make check. Each test area keeps its programs in a
+# fragment of its own; this file only gathers them.
+#
+# Criterion suites are named tests/test_*; they are left out of the TSan
+# build (ThreadSanitizer cannot run the Criterion runner), which runs the
+# plain TAP programs (tests/plain_*) instead.
+EXTRA_DIST += tests/run-test tests/lsan.supp
+
+test_cflags = $(AM_CFLAGS) $(LIBEVENT_CFLAGS) $(CRITERION_CFLAGS)
+test_libs = $(evexec_prog_libs) $(CRITERION_LIBS)
+
+include tests/executor.mk
+include tests/bridge.mk
+include tests/reliability.mk
+include tests/docs.mk
