@@ -13,3 +13,13 @@ include tests/executor.mk
 include tests/bridge.mk
 include tests/reliability.mk
 include tests/docs.mk
+
+# make check-valgrind: the suites listed in VALGRIND_SUITES (fragments add
+# to it) under valgrind memcheck, as a TAP run of their own. Criterion runs
+# each test in a child process, hence --trace-children.
+VALGRIND_SUITES =
+check-valgrind: $(VALGRIND_SUITES)
+	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(VALGRIND_SUITES)' \
+	  LOG_COMPILER='$(SHELL) $(top_srcdir)/tests/run-test-valgrind'
+.PHONY: check-valgrind
+EXTRA_DIST += tests/run-test-valgrind
