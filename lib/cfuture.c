@@ -44,8 +44,11 @@ static void stripes_init(void)
     pthread_condattr_destroy(&attr);
 }
 
+/* Only waiters and callback registrations initialise the stripes; a
+ * completer locks one only after seeing a flag they set. */
 static struct stripe *stripe_of(const struct evexec_cfuture *cf)
 {
+    pthread_once(&stripes_once, stripes_init);
     uintptr_t a = (uintptr_t)cf;
     return &stripes[((a >> 6) ^ (a >> 12)) % STRIPES];
 }
@@ -75,7 +78,6 @@ static _Thread_local struct evexec_cfuture *current_task;
 void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *arg,
                           evexec_free_fn free_result, unsigned refs)
 {
-    pthread_once(&stripes_once, stripes_init);
     cf->qnext = NULL;
     cf->fn = fn;
     cf->arg = arg;
@@ -87,7 +89,7 @@ void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *ar
     cf->result = NULL;
     cf->fork_gen = evexec__fork_gen();
     cf->embedded = false;
-    cf->chain = NULL;
+    cf->on_done = NULL;
     cf->callbacks = NULL;
     cf->callbacks_tail = &cf->callbacks;
 }
@@ -100,8 +102,8 @@ static bool is_done(int state)
 /* The state is final: tell the chain, wake waiters, run callbacks. */
 static void complete(struct evexec_cfuture *cf)
 {
-    if (cf->chain)
-        evexec__chain_cfuture_done(cf->chain);
+    if (cf->on_done)
+        cf->on_done(cf);
     unsigned flags = atomic_load(&cf->flags);
     if (!(flags & (EVEXEC__CF_WAITERS | EVEXEC__CF_CALLBACKS)))
         return;
@@ -319,22 +321,30 @@ void evexec_cfuture_retain(struct evexec_cfuture *cf)
         atomic_fetch_add_explicit(&cf->refs, 1, memory_order_relaxed);
 }
 
-void evexec_cfuture_release(struct evexec_cfuture *cf)
+bool evexec__cfuture_unref(struct evexec_cfuture *cf)
 {
-    if (!cf)
-        return;
-    if (atomic_fetch_sub_explicit(&cf->refs, 1, memory_order_acq_rel) != 1)
-        return;
+    return atomic_fetch_sub_explicit(&cf->refs, 1, memory_order_acq_rel) == 1;
+}
+
+void evexec__cfuture_destroy_contents(struct evexec_cfuture *cf)
+{
     if (!(atomic_load_explicit(&cf->flags, memory_order_relaxed) & EVEXEC__CF_TAKEN) &&
         cf->result && cf->free_result)
         cf->free_result(cf->result);
-    /* Nodes left only if the future never completed (a pool freed in a forked
-     * child leaks its tasks, so this is belt and braces). */
+    /* Nodes are left only if the future never completed (its pool was
+     * abandoned in a forked child). */
     for (struct evexec__cb_node *n = cf->callbacks, *next; n; n = next) {
         next = n->next;
         evexec__free(n);
     }
-    /* An embedded cfuture heads its run_in_executor block: freeing it frees
-     * the block; the loop future inside died first (it holds a reference). */
+}
+
+void evexec_cfuture_release(struct evexec_cfuture *cf)
+{
+    if (!cf || !evexec__cfuture_unref(cf))
+        return;
+    evexec__cfuture_destroy_contents(cf);
+    /* An embedded cfuture heads its run_in_executor block, so this frees the
+     * block; the loop future inside died first (it holds a reference). */
     evexec__free(cf);
 }

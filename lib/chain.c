@@ -8,10 +8,14 @@
  *                                 then a run_in_executor result is freed now
  *   loop future cancelled      -> evexec_cfuture_cancel (future.c)
  *
- * evexec_run_in_executor makes one allocation per call: the task, its
- * concurrent future and the loop future live in one block, and the deliver
- * handle is a member of the future, so posting allocates nothing. The block
- * is freed when the cfuture's last reference goes; the loop future holds one.
+ * evexec_run_in_executor makes at most one allocation per call: the task,
+ * its concurrent future and the loop future live in one block, and the
+ * deliver handle is a member of the future, so posting allocates nothing.
+ * The block dies with the cfuture's last reference; the loop future holds
+ * one. When that last reference goes on the loop thread the block is kept on
+ * a short per-loop free list and reused, so a steady stream of tasks makes
+ * no allocation at all; a block whose last reference goes on a worker is
+ * simply freed.
  *
  * References while in flight: the future has one for the caller and one for
  * the chain (dropped after delivery or disposal); the cfuture has one for the
@@ -27,9 +31,47 @@ struct rie_block {
     struct evexec_future f;
 };
 
-void evexec__chain_cfuture_done(struct evexec_future *f)
+/* Blocks kept per loop for reuse; enough for a burst, small in memory. */
+#define SPARE_BLOCKS_MAX 256
+
+static void rie_done(struct evexec_cfuture *cf)
 {
+    struct rie_block *b = (struct rie_block *)cf;
+    evexec__loop_post(b->f.loop, &b->f.deliver_handle);
+}
+
+static void wrapped_done(struct evexec_cfuture *cf, void *arg)
+{
+    (void)cf;
+    struct evexec_future *f = arg;
     evexec__loop_post(f->loop, &f->deliver_handle);
+}
+
+void evexec__chain_release_block(struct evexec_future *f)
+{
+    struct evexec_loop *loop = f->loop; /* alive: f still holds its reference */
+    struct rie_block *b = evexec__container_of(f, struct rie_block, f);
+    if (!evexec__cfuture_unref(&b->cf))
+        return; /* the pool's queue still holds it; the worker frees it */
+    evexec__cfuture_destroy_contents(&b->cf);
+    if (loop->nspare < SPARE_BLOCKS_MAX && !evexec__loop_closed(loop) &&
+        evexec__loop_on_thread(loop)) {
+        *(void **)b = loop->spare_blocks;
+        loop->spare_blocks = b;
+        loop->nspare++;
+        return;
+    }
+    evexec__free(b);
+}
+
+void evexec__chain_free_spares(struct evexec_loop *loop)
+{
+    while (loop->spare_blocks) {
+        void *b = loop->spare_blocks;
+        loop->spare_blocks = *(void **)b;
+        evexec__free(b);
+    }
+    loop->nspare = 0;
 }
 
 void evexec__chain_deliver(struct evexec__handle *h, bool discard)
@@ -85,12 +127,16 @@ struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
     }
     if (!pool && !(pool = evexec_loop_default_pool(loop)))
         return NULL;
-    struct rie_block *b = evexec__malloc(sizeof(*b));
-    if (!b)
+    struct rie_block *b = loop->spare_blocks;
+    if (b) {
+        loop->spare_blocks = *(void **)b;
+        loop->nspare--;
+    } else if (!(b = evexec__malloc(sizeof(*b)))) {
         return NULL;
+    }
     evexec__cfuture_init(&b->cf, fn, arg, free_result, 2); /* queue + future */
     b->cf.embedded = true;
-    b->cf.chain = &b->f;
+    b->cf.on_done = rie_done;
     evexec__future_init(&b->f, loop, 2); /* caller + chain */
     b->f.embedded = true;
     b->f.cf = &b->cf;
@@ -106,12 +152,6 @@ struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
     }
     evexec__loop_update_listening(loop);
     return &b->f;
-}
-
-static void wrapped_done(struct evexec_cfuture *cf, void *arg)
-{
-    (void)cf;
-    evexec__chain_cfuture_done(arg);
 }
 
 struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop, struct evexec_cfuture *cf)

@@ -111,8 +111,10 @@ struct evexec_cfuture {
     int error;                         /* written before state turns FINISHED */
     void *result;
     unsigned fork_gen;
-    bool embedded;                     /* lives inside a run_in_executor block */
-    struct evexec_future *chain;       /* told first when done (run_in_executor) */
+    bool embedded;                     /* heads a run_in_executor block (chain.c frees it) */
+    /* Told first when the state is final, in the completing thread; set by
+     * chain.c so the executor half needs to know nothing of loops. */
+    void (*on_done)(struct evexec_cfuture *cf);
     struct evexec__cb_node *callbacks; /* stripe lock */
     struct evexec__cb_node **callbacks_tail;
 };
@@ -128,6 +130,10 @@ void evexec__cfuture_run(struct evexec_cfuture *cf);
 void evexec__cfuture_fail(struct evexec_cfuture *cf, int err);
 /* Free the result now if nobody took it (late result of a cancelled chain). */
 void evexec__cfuture_drop_result(struct evexec_cfuture *cf);
+/* Drop a reference; true if it was the last one. The caller then frees the
+ * contents with evexec__cfuture_destroy_contents and the memory itself. */
+bool evexec__cfuture_unref(struct evexec_cfuture *cf);
+void evexec__cfuture_destroy_contents(struct evexec_cfuture *cf);
 /* Result access shared with future.c: 0, task error, ECANCELED, EINPROGRESS,
  * EVEXEC_ETAKEN. */
 int evexec__cfuture_outcome(struct evexec_cfuture *cf, void **result, bool take);
@@ -175,6 +181,8 @@ struct evexec_loop {
     size_t in_flight;
     struct evexec_future *pending;     /* pending futures, cancelled at free */
     struct evexec_pool *default_pool;
+    void *spare_blocks;                /* recycled run_in_executor blocks */
+    unsigned nspare;
     uint64_t callbacks_run, foreign_posts, drains;
     struct evexec_loop *registry_next;
 };
@@ -238,9 +246,11 @@ void evexec__pending_unlink(struct evexec_future *f);
 
 /* ---- chain.c ------------------------------------------------------------ */
 
-/* Called in the completing thread when a chained cfuture is done. */
-void evexec__chain_cfuture_done(struct evexec_future *f);
 /* The deliver handle's body. */
 void evexec__chain_deliver(struct evexec__handle *h, bool discard);
+/* Release an embedded future's block reference (future.c's last release). */
+void evexec__chain_release_block(struct evexec_future *f);
+/* Free the loop's recycled blocks (evexec_loop_free). */
+void evexec__chain_free_spares(struct evexec_loop *loop);
 
 #endif /* EVEXEC_INTERNAL_H */

@@ -401,6 +401,7 @@ void evexec_loop_free(struct evexec_loop *loop)
     event_free(loop->wake_ev);
     event_free(loop->run_ev);
     loop->wake_ev = loop->run_ev = NULL;
+    evexec__chain_free_spares(loop);
     if (loop->default_pool)
         evexec__pool_orphan(loop->default_pool);
     loop->default_pool = NULL;
