@@ -6,6 +6,7 @@
 # plain TAP programs (tests/plain_*) instead.
 EXTRA_DIST += tests/run-test tests/lsan.supp
 
+VALGRIND_SUITES =
 test_cflags = $(AM_CFLAGS) $(LIBEVENT_CFLAGS) $(CRITERION_CFLAGS)
 test_libs = $(evexec_prog_libs) $(CRITERION_LIBS)
 
@@ -17,7 +18,6 @@ include tests/docs.mk
 # make check-valgrind: the suites listed in VALGRIND_SUITES (fragments add
 # to it) under valgrind memcheck, as a TAP run of their own. Criterion runs
 # each test in a child process, hence --trace-children.
-VALGRIND_SUITES =
 check-valgrind: $(VALGRIND_SUITES)
 	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(VALGRIND_SUITES)' \
 	  LOG_COMPILER='$(SHELL) $(top_srcdir)/tests/run-test-valgrind'
