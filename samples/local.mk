@@ -1,0 +1,22 @@
+# samples/local.mk -- the sample programs of samples/ (issue #5).
+#
+# They are built by plain `make` (noinst_PROGRAMS) so they never rot, and
+# smoke-run by `make check` with small arguments: the shell scripts
+# samples/smoke-*.sh and the C driver samples/smoke_http_offload print TAP
+# themselves. Every smoke test talks to 127.0.0.1 only and is time-bounded.
+
+sample_cflags = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+sample_ldadd = $(evexec_prog_libs)
+sample_ldflags = $(evexec_prog_link_flags)
+
+noinst_PROGRAMS += samples/cpu_bound
+samples_cpu_bound_SOURCES = samples/cpu_bound.c
+samples_cpu_bound_CFLAGS = $(sample_cflags)
+samples_cpu_bound_LDADD = $(sample_ldadd)
+samples_cpu_bound_LDFLAGS = $(sample_ldflags)
+
+noinst_PROGRAMS += samples/blocking_calls
+samples_blocking_calls_SOURCES = samples/blocking_calls.c
+samples_blocking_calls_CFLAGS = $(sample_cflags)
+samples_blocking_calls_LDADD = $(sample_ldadd)
+samples_blocking_calls_LDFLAGS = $(sample_ldflags)
