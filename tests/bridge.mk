@@ -1,1 +1,19 @@
-# tests/bridge.mk
+# tests/bridge.mk -- tests of the loop half: the loop bridge, the loop
+# future and the chain that joins them to the pool (issue #3).
+#
+# The Criterion suites cannot run under ThreadSanitizer; the TSan build runs
+# tests/plain_stress_loop, a plain TAP program, which every build also runs.
+
+if HAVE_CRITERION
+if !EVEXEC_TSAN
+bridge_criterion_tests = tests/test_loop
+check_PROGRAMS += $(bridge_criterion_tests)
+TESTS += $(bridge_criterion_tests)
+VALGRIND_SUITES += tests/test_loop
+
+tests_test_loop_SOURCES = tests/test_loop.c
+tests_test_loop_CFLAGS = $(test_cflags)
+tests_test_loop_LDADD = $(test_libs)
+tests_test_loop_LDFLAGS = $(evexec_prog_link_flags)
+endif
+endif
