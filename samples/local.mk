@@ -20,3 +20,9 @@ samples_blocking_calls_SOURCES = samples/blocking_calls.c
 samples_blocking_calls_CFLAGS = $(sample_cflags)
 samples_blocking_calls_LDADD = $(sample_ldadd)
 samples_blocking_calls_LDFLAGS = $(sample_ldflags)
+
+noinst_PROGRAMS += samples/http_offload
+samples_http_offload_SOURCES = samples/http_offload.c
+samples_http_offload_CFLAGS = $(sample_cflags)
+samples_http_offload_LDADD = $(sample_ldadd)
+samples_http_offload_LDFLAGS = $(sample_ldflags)

@@ -1,0 +1,784 @@
+/*
+ * http_offload.c -- an evhttp server that keeps its event loop free by
+ * running slow handlers on a thread pool.
+ *
+ * What it demonstrates
+ *   - Routes served on 127.0.0.1:
+ *       /ping               answered on the loop thread at once ("pong");
+ *       /hash?rounds=N      N rounds of an integer hash, computed on the pool;
+ *       /file?name=PATH     a file under the served directory, read on the pool;
+ *                           names that climb out of it ("..", absolute paths,
+ *                           symlinks pointing outside) are refused with 400.
+ *   - --inline serves the same routes on the loop thread, without the pool:
+ *     run a few slow /hash requests and watch /ping stall, then compare.
+ *   - A request whose client disconnects while its work runs: a watchdog
+ *     notices (libevent 2.1 does not read the connection meanwhile) and frees
+ *     the connection; its close callback cancels the work (a queued task
+ *     never runs, a running one sees evexec_cancel_requested()) and forgets
+ *     the request, which is never touched again. Whatever way a connection
+ *     dies, the close callback is what keeps the job from touching a freed
+ *     request; a job that still has its request answers it (which frees it).
+ *   - Clean shutdown on SIGINT or SIGTERM: stop accepting, let requests in
+ *     flight finish for --grace ms, then cancel the rest (answered 503), wait
+ *     until every reply is written, and free everything. Nothing is leaked and
+ *     no request is left unanswered while its client still listens.
+ *
+ * How to run it
+ *   samples/http_offload --port 8080 --dir . &
+ *   curl 'http://127.0.0.1:8080/ping'
+ *   curl 'http://127.0.0.1:8080/hash?rounds=50000000'
+ *   curl 'http://127.0.0.1:8080/file?name=README.md'
+ *   kill -TERM %1
+ *   --port 0 (the default) picks a free port; the first line printed says
+ *   which: "http_offload: listening on http://127.0.0.1:PORT/ ...".
+ *
+ * Exit status: 0 after a clean shutdown, 1 runtime failure, 2 usage error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include <evexec.h>
+
+#define MAX_ROUNDS     UINT64_C(2000000000)
+#define MAX_FILE_SIZE  (16u << 20)          /* bigger files: 413 */
+#define HARD_STOP_MS   2000                 /* after the grace period */
+#define WATCHDOG_MS    100                  /* how often to look for gone clients */
+
+struct server;
+
+enum job_kind { JOB_HASH, JOB_FILE };
+
+/* A request handed to the pool. It is linked in the server's in-flight list
+ * from submission until its future's done callback has run. */
+struct job {
+    struct server         *srv;
+    struct evhttp_request *req;        /* NULL once the client went away */
+    struct evexec_future  *future;
+    enum job_kind          kind;
+    uint64_t               rounds;     /* JOB_HASH */
+    char                  *path;       /* JOB_FILE: served dir + "/" + name */
+    struct job            *prev, *next;
+};
+
+/* A file's contents, the result of a /file job. */
+struct blob {
+    size_t len;
+    char   data[];
+};
+
+struct server {
+    struct event_base          *base;
+    struct evexec_loop         *loop;
+    struct evexec_pool         *pool;       /* NULL with --inline */
+    struct evhttp              *http;
+    struct evhttp_bound_socket *listener;
+    struct event               *sigint, *sigterm, *grace_timer, *hard_timer;
+    struct event               *watchdog;   /* looks for clients gone away */
+    char                       *dir;        /* realpath of the served directory */
+    size_t                      dir_len;
+    unsigned                    grace_ms;
+    bool                        stopping;
+    struct job                 *jobs;       /* in flight */
+    unsigned                    in_flight;
+    unsigned                    unsent;     /* replies not yet written out */
+    /* counters for the summary */
+    unsigned long               n_ping, n_hash, n_file, n_bad, n_cancelled, n_gone;
+};
+
+/* ---- work: shared by both modes ------------------------------------------ */
+
+/* A hash chain (xorshift-multiply), `rounds` long. In a worker it gives up
+ * when its request is cancelled; on the loop (inline) it cannot. */
+static int hash_rounds(uint64_t rounds, uint64_t *out)
+{
+    uint64_t x = UINT64_C(0x9e3779b97f4a7c15);
+    for (uint64_t i = 0; i < rounds; i++) {
+        if ((i & 0xffff) == 0 && evexec_cancel_requested())
+            return ECANCELED;
+        x ^= x >> 33;
+        x *= UINT64_C(0xff51afd7ed558ccd);
+        x ^= x >> 29;
+        x += i;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Read a file below the served directory. `path` passed the lexical check
+ * already; realpath() catches symlinks that lead outside. */
+static int read_served_file(const char *dir, size_t dir_len, const char *path,
+                            struct blob **out)
+{
+    char resolved[PATH_MAX];
+    if (realpath(path, resolved) == NULL)
+        return errno;
+    if (strncmp(resolved, dir, dir_len) != 0 || resolved[dir_len] != '/')
+        return EXDEV;                       /* escapes the served directory */
+
+    int fd = open(resolved, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return EISDIR;                      /* directories, devices ... */
+    }
+    if ((uintmax_t)st.st_size > MAX_FILE_SIZE) {
+        close(fd);
+        return EFBIG;
+    }
+    struct blob *b = malloc(sizeof *b + (size_t)st.st_size);
+    if (b == NULL) {
+        close(fd);
+        return ENOMEM;
+    }
+    b->len = 0;
+    while (b->len < (size_t)st.st_size) {
+        ssize_t n = read(fd, b->data + b->len, (size_t)st.st_size - b->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;                          /* shrank meanwhile: send what we have */
+        b->len += (size_t)n;
+    }
+    close(fd);
+    *out = b;
+    return 0;
+}
+
+/* Work functions: run on a worker thread. */
+static int work_hash(void *arg, void **result)
+{
+    struct job *job = arg;
+    uint64_t *h = malloc(sizeof *h);
+    if (h == NULL)
+        return ENOMEM;
+    int err = hash_rounds(job->rounds, h);
+    *result = h;          /* freed by the library if err != 0 */
+    return err;
+}
+
+static int work_file(void *arg, void **result)
+{
+    struct job *job = arg;
+    struct blob *b = NULL;
+    int err = read_served_file(job->srv->dir, job->srv->dir_len, job->path, &b);
+    *result = b;
+    return err;
+}
+
+/* ---- replies --------------------------------------------------------------- */
+
+static void maybe_finish(struct server *srv)
+{
+    if (srv->stopping && srv->in_flight == 0 && srv->unsent == 0)
+        event_base_loopbreak(srv->base);
+}
+
+static void on_reply_written(struct evhttp_request *req, void *arg)
+{
+    struct server *srv = arg;
+    (void)req;
+    srv->unsent--;
+    maybe_finish(srv);
+}
+
+/* Every reply goes through here. It frees req (now, or once written); while
+ * stopping, the server waits until the reply is written before it exits. */
+static void send_reply(struct server *srv, struct evhttp_request *req, int code,
+                       const char *reason, struct evbuffer *body)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon != NULL) {
+        /* The connection may outlive this request (keep-alive): it must not
+         * call back into a job that is about to be freed. */
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        evhttp_request_set_on_complete_cb(req, on_reply_written, srv);
+        srv->unsent++;
+        if (srv->stopping)
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    }
+    /* With no connection left this only frees the request. */
+    evhttp_send_reply(req, code, reason, body);
+}
+
+static void reply_text(struct server *srv, struct evhttp_request *req, int code,
+                       const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void reply_text(struct server *srv, struct evhttp_request *req, int code,
+                       const char *reason, const char *fmt, ...)
+{
+    struct evbuffer *body = evbuffer_new();
+    va_list ap;
+    if (body != NULL) {
+        va_start(ap, fmt);
+        evbuffer_add_vprintf(body, fmt, ap);
+        va_end(ap);
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; charset=utf-8");
+    send_reply(srv, req, code, reason, body);
+    if (body != NULL)
+        evbuffer_free(body);
+}
+
+static void reply_hash(struct server *srv, struct evhttp_request *req, uint64_t rounds,
+                       uint64_t value)
+{
+    srv->n_hash++;
+    reply_text(srv, req, HTTP_OK, "OK", "rounds=%" PRIu64 " hash=%016" PRIx64 "\n",
+               rounds, value);
+}
+
+static void blob_cleanup(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    free(arg);
+}
+
+/* Answer a /file request from err and, on success, the blob (taken over). */
+static void reply_file(struct server *srv, struct evhttp_request *req, int err,
+                       struct blob *b)
+{
+    switch (err) {
+    case 0: {
+        struct evbuffer *body = evbuffer_new();
+        /* Zero copy: the evbuffer references the blob and frees it when done. */
+        if (body == NULL || evbuffer_add_reference(body, b->data, b->len, blob_cleanup, b) != 0) {
+            free(b);
+            if (body != NULL)
+                evbuffer_free(body);
+            reply_text(srv, req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
+            return;
+        }
+        srv->n_file++;
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "application/octet-stream");
+        send_reply(srv, req, HTTP_OK, "OK", body);
+        evbuffer_free(body);
+        return;
+    }
+    case ENOENT: case ENOTDIR:
+        reply_text(srv, req, HTTP_NOTFOUND, "Not Found", "no such file\n");
+        return;
+    case EACCES: case EPERM:
+        reply_text(srv, req, 403, "Forbidden", "not readable\n");
+        return;
+    case EXDEV: case ELOOP: case EISDIR:
+        srv->n_bad++;
+        reply_text(srv, req, HTTP_BADREQUEST, "Bad Request", "not a file in the served directory\n");
+        return;
+    case EFBIG:
+        reply_text(srv, req, 413, "Payload Too Large", "file too large\n");
+        return;
+    default:
+        reply_text(srv, req, HTTP_INTERNAL, "Internal Server Error", "%s\n", evexec_strerror(err));
+        return;
+    }
+}
+
+/* ---- offloaded jobs ---------------------------------------------------------- */
+
+static void job_unlink(struct job *job)
+{
+    struct server *srv = job->srv;
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        srv->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    srv->in_flight--;
+}
+
+static void job_free(struct job *job)
+{
+    evexec_future_release(job->future);
+    free(job->path);
+    free(job);
+}
+
+/* Done callback of a job's future: on the loop thread, finished or cancelled. */
+static void on_job_done(struct evexec_future *f, void *arg)
+{
+    struct job *job = arg;
+    struct server *srv = job->srv;
+    void *result = NULL;
+    int err = evexec_future_result(f, &result);
+
+    job_unlink(job);
+    if (job->req == NULL) {
+        /* The client went away; the close callback cancelled the work. */
+        srv->n_gone++;
+    } else if (err == ECANCELED) {
+        srv->n_cancelled++;
+        reply_text(srv, job->req, 503, "Service Unavailable", "cancelled: server shutting down\n");
+    } else if (job->kind == JOB_HASH) {
+        if (err == 0)
+            reply_hash(srv, job->req, job->rounds, *(uint64_t *)result);
+        else
+            reply_text(srv, job->req, HTTP_INTERNAL, "Internal Server Error", "%s\n",
+                       evexec_strerror(err));
+    } else {
+        struct blob *b = NULL;
+        if (err == 0)
+            evexec_future_take_result(f, (void **)&b);   /* the reply owns it now */
+        reply_file(srv, job->req, err, b);
+    }
+    job_free(job);
+    maybe_finish(srv);
+}
+
+/* The connection of a job's request is going away: the client disconnected
+ * (libevent has detached the unanswered request, which is ours to free), or
+ * the server is being freed (libevent frees the request right after this). */
+static void on_connection_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct job *job = arg;
+    (void)evcon;
+    if (job->req != NULL && evhttp_request_get_connection(job->req) == NULL)
+        evhttp_request_free(job->req);
+    job->req = NULL;
+    evexec_future_cancel(job->future);   /* its done callback frees the job */
+}
+
+/* libevent 2.1 does not read from a connection while its request is being
+ * handled, so it would notice a client that hung up only when the reply is
+ * written. While jobs are in flight, peek at their sockets now and then: end
+ * of file or an error means nobody waits for the answer; freeing the
+ * connection runs on_connection_close(), which cancels the work. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)fd;
+    (void)what;
+    for (struct job *job = srv->jobs; job != NULL; job = job->next) {
+        struct evhttp_connection *evcon =
+            job->req ? evhttp_request_get_connection(job->req) : NULL;
+        if (evcon == NULL)
+            continue;
+        char c;
+        ssize_t n = recv(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)), &c, 1,
+                         MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            evhttp_connection_free(evcon);   /* the job stays listed until its callback */
+    }
+    if (srv->in_flight > 0) {
+        struct timeval tv = {0, WATCHDOG_MS * 1000};
+        evtimer_add(srv->watchdog, &tv);
+    }
+}
+
+static void start_job(struct server *srv, struct evhttp_request *req, struct job *job,
+                      evexec_work_fn fn, evexec_free_fn free_result)
+{
+    job->srv = srv;
+    job->req = req;
+    job->future = evexec_run_in_executor(srv->loop, srv->pool, fn, job, free_result);
+    if (job->future == NULL ||
+        evexec_future_add_done_callback(job->future, on_job_done, job) != 0) {
+        int err = job->future == NULL ? errno : ENOMEM;
+        evexec_future_cancel(job->future);
+        job_free(job);
+        reply_text(srv, req, 503, "Service Unavailable", "cannot queue: %s\n",
+                   evexec_strerror(err));
+        return;
+    }
+    job->next = srv->jobs;
+    if (srv->jobs)
+        srv->jobs->prev = job;
+    srv->jobs = job;
+    srv->in_flight++;
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_connection_close, job);
+    if (!evtimer_pending(srv->watchdog, NULL)) {
+        struct timeval tv = {0, WATCHDOG_MS * 1000};
+        evtimer_add(srv->watchdog, &tv);
+    }
+}
+
+/* ---- routes ------------------------------------------------------------------- */
+
+/* The value of `key` in the query string, copied into out; false if absent. */
+static bool query_param(struct evhttp_request *req, const char *key, char *out, size_t size)
+{
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq params;
+    bool found = false;
+
+    if (query == NULL || evhttp_parse_query_str(query, &params) != 0)
+        return false;
+    const char *v = evhttp_find_header(&params, key);
+    if (v != NULL && strlen(v) < size) {
+        memcpy(out, v, strlen(v) + 1);
+        found = true;
+    }
+    evhttp_clear_headers(&params);
+    return found;
+}
+
+static bool refuse_if_stopping(struct server *srv, struct evhttp_request *req)
+{
+    if (!srv->stopping)
+        return false;
+    reply_text(srv, req, 503, "Service Unavailable", "shutting down\n");
+    return true;
+}
+
+static void on_ping(struct evhttp_request *req, void *arg)
+{
+    struct server *srv = arg;
+    srv->n_ping++;
+    reply_text(srv, req, HTTP_OK, "OK", "pong\n");
+}
+
+static void on_hash(struct evhttp_request *req, void *arg)
+{
+    struct server *srv = arg;
+    char text[32];
+    char *end;
+    uint64_t rounds = 1000000;
+
+    if (refuse_if_stopping(srv, req))
+        return;
+    if (query_param(req, "rounds", text, sizeof text)) {
+        errno = 0;
+        unsigned long long v = strtoull(text, &end, 10);
+        if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v == 0 ||
+            v > MAX_ROUNDS) {
+            srv->n_bad++;
+            reply_text(srv, req, HTTP_BADREQUEST, "Bad Request",
+                       "rounds must be 1..%" PRIu64 "\n", MAX_ROUNDS);
+            return;
+        }
+        rounds = v;
+    }
+    if (srv->pool == NULL) {                /* --inline: the loop does the work */
+        uint64_t value = 0;
+        hash_rounds(rounds, &value);
+        reply_hash(srv, req, rounds, value);
+        return;
+    }
+    struct job *job = calloc(1, sizeof *job);
+    if (job == NULL) {
+        reply_text(srv, req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
+        return;
+    }
+    job->kind = JOB_HASH;
+    job->rounds = rounds;
+    start_job(srv, req, job, work_hash, free);
+}
+
+/* Lexical check of a /file name: relative, no "." or ".." component, no
+ * empty component. What passes still gets realpath()-checked on read. */
+static bool safe_relative_name(const char *name)
+{
+    if (name[0] == '\0' || name[0] == '/')
+        return false;
+    for (const char *p = name; *p != '\0';) {
+        size_t len = strcspn(p, "/");
+        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return true;
+}
+
+static void on_file(struct evhttp_request *req, void *arg)
+{
+    struct server *srv = arg;
+    char name[PATH_MAX];
+
+    if (refuse_if_stopping(srv, req))
+        return;
+    if (!query_param(req, "name", name, sizeof name) || !safe_relative_name(name)) {
+        srv->n_bad++;
+        reply_text(srv, req, HTTP_BADREQUEST, "Bad Request",
+                   "name must be a relative path inside the served directory\n");
+        return;
+    }
+    char *path = malloc(srv->dir_len + 1 + strlen(name) + 1);
+    if (path == NULL) {
+        reply_text(srv, req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
+        return;
+    }
+    sprintf(path, "%s/%s", srv->dir, name);
+    if (srv->pool == NULL) {                /* --inline */
+        struct blob *b = NULL;
+        int err = read_served_file(srv->dir, srv->dir_len, path, &b);
+        free(path);
+        reply_file(srv, req, err, b);
+        return;
+    }
+    struct job *job = calloc(1, sizeof *job);
+    if (job == NULL) {
+        free(path);
+        reply_text(srv, req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
+        return;
+    }
+    job->kind = JOB_FILE;
+    job->path = path;
+    start_job(srv, req, job, work_file, free);
+}
+
+static void on_other(struct evhttp_request *req, void *arg)
+{
+    reply_text(arg, req, HTTP_NOTFOUND, "Not Found", "routes: /ping /hash?rounds=N /file?name=PATH\n");
+}
+
+/* ---- shutdown ------------------------------------------------------------------ */
+
+static void cancel_all_jobs(struct server *srv)
+{
+    /* Cancelling only schedules the done callbacks, so the list stays intact. */
+    for (struct job *job = srv->jobs; job != NULL; job = job->next)
+        evexec_future_cancel(job->future);
+}
+
+static void on_grace_over(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)fd;
+    (void)what;
+    if (srv->in_flight > 0)
+        printf("http_offload: grace period over, cancelling %u requests\n", srv->in_flight);
+    fflush(stdout);
+    cancel_all_jobs(srv);
+}
+
+static void on_hard_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)fd;
+    (void)what;
+    /* Some reply could not be written (its client stopped reading): give up
+     * on it. evhttp_free() closes the connection. */
+    printf("http_offload: %u replies still unwritten, closing anyway\n", srv->unsent);
+    event_base_loopbreak(srv->base);
+}
+
+static void on_signal(evutil_socket_t signo, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)what;
+    if (srv->stopping) {                    /* second signal: do not wait */
+        cancel_all_jobs(srv);
+        return;
+    }
+    srv->stopping = true;
+    printf("http_offload: %s, shutting down with %u requests in flight\n",
+           signo == SIGINT ? "SIGINT" : "SIGTERM", srv->in_flight);
+    fflush(stdout);
+    evhttp_del_accept_socket(srv->http, srv->listener);   /* no new connections */
+    srv->listener = NULL;
+    struct timeval grace = {srv->grace_ms / 1000, (srv->grace_ms % 1000) * 1000};
+    struct timeval hard = {(srv->grace_ms + HARD_STOP_MS) / 1000,
+                           ((srv->grace_ms + HARD_STOP_MS) % 1000) * 1000};
+    evtimer_add(srv->grace_timer, &grace);
+    evtimer_add(srv->hard_timer, &hard);
+    maybe_finish(srv);
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static void usage(FILE *out, const char *argv0)
+{
+    fprintf(out,
+        "Usage: %s [--port N] [--dir DIR] [--workers N] [--inline] [--grace MS]\n"
+        "An HTTP server on 127.0.0.1 whose slow routes run on a thread pool.\n"
+        "\n"
+        "  -p, --port N      port to listen on; 0 picks a free one (default 0)\n"
+        "  -d, --dir DIR     directory served by /file (default .)\n"
+        "  -w, --workers N   pool threads (default: number of CPUs)\n"
+        "  -i, --inline      no pool: compute on the loop thread (for comparison)\n"
+        "  -g, --grace MS    on SIGINT/SIGTERM, time left to requests in flight\n"
+        "                    before they are cancelled (default 5000)\n"
+        "  -h, --help        this text\n"
+        "\n"
+        "Routes: /ping, /hash?rounds=N, /file?name=PATH\n"
+        "Exit status: 0 clean shutdown, 1 failure, 2 usage error.\n",
+        argv0);
+}
+
+static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"port", required_argument, NULL, 'p'},
+        {"dir", required_argument, NULL, 'd'},
+        {"workers", required_argument, NULL, 'w'},
+        {"inline", no_argument, NULL, 'i'},
+        {"grace", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned long port = 0, workers = cpus > 0 ? (unsigned long)cpus : 2, grace = 5000;
+    const char *dir = ".";
+    bool inline_mode = false;
+    int opt, status = 1;
+
+    while ((opt = getopt_long(argc, argv, "p:d:w:ig:h", options, NULL)) != -1) {
+        switch (opt) {
+        case 'p':
+            if (!parse_uint(optarg, 65535, &port)) {
+                fprintf(stderr, "http_offload: --port wants 0..65535\n");
+                return 2;
+            }
+            break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'w':
+            if (!parse_uint(optarg, 256, &workers) || workers == 0) {
+                fprintf(stderr, "http_offload: --workers wants 1..256\n");
+                return 2;
+            }
+            break;
+        case 'i':
+            inline_mode = true;
+            break;
+        case 'g':
+            if (!parse_uint(optarg, 3600000, &grace)) {
+                fprintf(stderr, "http_offload: --grace wants milliseconds\n");
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout, argv[0]);
+            return 0;
+        default:
+            usage(stderr, argv[0]);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr, argv[0]);
+        return 2;
+    }
+
+    struct server srv = {.grace_ms = (unsigned)grace};
+    srv.dir = realpath(dir, NULL);
+    if (srv.dir == NULL) {
+        fprintf(stderr, "http_offload: %s: %s\n", dir, strerror(errno));
+        return 2;
+    }
+    srv.dir_len = strlen(srv.dir);
+    if (srv.dir_len == 1)                   /* serving "/": compare against "" + '/' */
+        srv.dir_len = 0;
+
+    srv.base = event_base_new();
+    if (srv.base == NULL || (srv.loop = evexec_loop_new(srv.base)) == NULL) {
+        fprintf(stderr, "http_offload: cannot set up the event loop\n");
+        goto out;
+    }
+    if (!inline_mode) {
+        struct evexec_pool_config cfg = {.max_workers = (unsigned)workers,
+                                         .thread_name = "http-work"};
+        srv.pool = evexec_pool_new(&cfg);
+        if (srv.pool == NULL) {
+            fprintf(stderr, "http_offload: cannot make the pool: %s\n", strerror(errno));
+            goto out;
+        }
+    }
+    srv.http = evhttp_new(srv.base);
+    srv.sigint = evsignal_new(srv.base, SIGINT, on_signal, &srv);
+    srv.sigterm = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
+    srv.grace_timer = evtimer_new(srv.base, on_grace_over, &srv);
+    srv.hard_timer = evtimer_new(srv.base, on_hard_stop, &srv);
+    srv.watchdog = evtimer_new(srv.base, on_watchdog, &srv);
+    if (!srv.http || !srv.sigint || !srv.sigterm || !srv.grace_timer || !srv.hard_timer ||
+        !srv.watchdog ||
+        event_add(srv.sigint, NULL) != 0 || event_add(srv.sigterm, NULL) != 0) {
+        fprintf(stderr, "http_offload: cannot set up the server\n");
+        goto out;
+    }
+    evhttp_set_allowed_methods(srv.http, EVHTTP_REQ_GET);
+    evhttp_set_cb(srv.http, "/ping", on_ping, &srv);
+    evhttp_set_cb(srv.http, "/hash", on_hash, &srv);
+    evhttp_set_cb(srv.http, "/file", on_file, &srv);
+    evhttp_set_gencb(srv.http, on_other, &srv);
+
+    srv.listener = evhttp_bind_socket_with_handle(srv.http, "127.0.0.1", (ev_uint16_t)port);
+    if (srv.listener == NULL) {
+        fprintf(stderr, "http_offload: cannot listen on 127.0.0.1:%lu\n", port);
+        goto out;
+    }
+    struct sockaddr_in bound;
+    socklen_t bound_len = sizeof bound;
+    if (getsockname(evhttp_bound_socket_get_fd(srv.listener), (struct sockaddr *)&bound,
+                    &bound_len) == 0)
+        port = ntohs(bound.sin_port);
+    printf("http_offload: listening on http://127.0.0.1:%lu/ (%s, serving %s)\n", port,
+           inline_mode ? "inline: no pool" : "offload", srv.dir_len ? srv.dir : "/");
+    if (!inline_mode)
+        printf("http_offload: pool of %lu workers\n", workers);
+    fflush(stdout);
+
+    event_base_dispatch(srv.base);
+    status = 0;
+    printf("http_offload: served %lu ping, %lu hash, %lu file; %lu refused (400), "
+           "%lu cancelled, %lu clients gone before their answer\n",
+           srv.n_ping, srv.n_hash, srv.n_file, srv.n_bad, srv.n_cancelled, srv.n_gone);
+
+out:
+    /* No job is in flight here unless the hard stop fired; those are cancelled
+     * by evexec_loop_free() below and their requests freed by evhttp_free()
+     * (through the close callback, which forgets them first). */
+    if (srv.http)
+        evhttp_free(srv.http);
+    evexec_pool_free(srv.pool);
+    evexec_loop_free(srv.loop);
+    while (srv.jobs != NULL) {              /* only after a hard stop */
+        struct job *job = srv.jobs;
+        job_unlink(job);
+        job_free(job);
+    }
+    if (srv.sigint)
+        event_free(srv.sigint);
+    if (srv.sigterm)
+        event_free(srv.sigterm);
+    if (srv.grace_timer)
+        event_free(srv.grace_timer);
+    if (srv.hard_timer)
+        event_free(srv.hard_timer);
+    if (srv.watchdog)
+        event_free(srv.watchdog);
+    if (srv.base)
+        event_base_free(srv.base);
+    free(srv.dir);
+    return status;
+}
