@@ -73,7 +73,7 @@ void evexec__cfuture_atfork_child(void)
 }
 
 /* The task this worker thread runs now, for evexec_cancel_requested(). */
-static _Thread_local struct evexec_cfuture *current_task;
+static EVEXEC__TLS struct evexec_cfuture *current_task;
 
 void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *arg,
                           evexec_free_fn free_result, unsigned refs)

@@ -3,9 +3,11 @@
  * asyncio's _chain_future does.
  *
  *   cfuture done (any thread)  -> post the future's deliver_handle to its loop
- *   deliver (loop thread)      -> copy the cfuture's state into the future,
- *                                 unless the future was cancelled meanwhile:
- *                                 then a run_in_executor result is freed now
+ *   deliver (loop thread)      -> copy the cfuture's state into the future
+ *                                 and run its done callbacks right there, in
+ *                                 the drain (one pass per completion), unless
+ *                                 the future was cancelled meanwhile: then a
+ *                                 run_in_executor result is freed now
  *   loop future cancelled      -> evexec_cfuture_cancel (future.c)
  *
  * evexec_run_in_executor makes at most one allocation per call: the task,
@@ -82,14 +84,23 @@ void evexec__chain_deliver(struct evexec__handle *h, bool discard)
     if (!discard) {
         loop->in_flight--;
         if (f->state == EVEXEC__F_PENDING) {
-            /* Completed by the bridge's own drain: its callbacks may run in
-             * this same drain (evexec__loop_schedule). */
-            loop->delivering = true;
-            if (atomic_load(&cf->state) == EVEXEC_CANCELLED)
-                evexec__future_settle(f, EVEXEC__F_CANCELLED, 0);
-            else
-                evexec__future_settle(f, EVEXEC__F_FINISHED, cf->error);
-            loop->delivering = false;
+            if (atomic_load_explicit(&cf->state, memory_order_acquire) == EVEXEC_CANCELLED) {
+                f->state = EVEXEC__F_CANCELLED;
+            } else {
+                f->state = EVEXEC__F_FINISHED;
+                f->error = cf->error;
+                if (f->embedded) {
+                    /* Nobody else can see this cfuture: the future owns the
+                     * result from now on. */
+                    f->result = cf->result;
+                    f->free_result = cf->free_result;
+                    cf->result = NULL;
+                }
+            }
+            evexec__pending_unlink(f);
+            /* Completed by the bridge's own drain, not by a user call: its
+             * callbacks run now, later in this same drain. */
+            evexec__future_run_callbacks(f);
         } else if (f->embedded) {
             evexec__cfuture_drop_result(cf);
         }

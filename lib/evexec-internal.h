@@ -23,12 +23,22 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "evexec.h"
 
 #define EVEXEC__CACHELINE 64
 #define evexec__container_of(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* Thread-locals of the library: initial-exec, so reading one is a single
+ * load instead of a __tls_get_addr call (the library is linked, not
+ * dlopen()ed late, and needs only two pointers of static TLS). */
+#if defined(__GNUC__)
+#define EVEXEC__TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define EVEXEC__TLS _Thread_local
+#endif
 
 #if defined(__GNUC__)
 #define evexec__likely(x)   __builtin_expect(!!(x), 1)
@@ -64,9 +74,12 @@ void evexec__loop_atfork_parent(void);
 void evexec__loop_atfork_child(void);
 
 /* Absolute CLOCK_MONOTONIC deadline timeout_ms from now (timeout_ms >= 0). */
-struct timespec;
 void evexec__deadline(struct timespec *ts, long timeout_ms);
 uint64_t evexec__now_ns(void);
+/* How many CPUs this process may run on: spinning on one CPU only steals
+ * it from the thread being waited for. */
+int evexec__cpus_allowed(void);
+void evexec__cpu_relax(void);
 
 #ifdef EVEXEC_DEBUG
 #define EVEXEC__ASSERT(cond, func, what) \
@@ -84,6 +97,36 @@ EVEXEC_EXPORT void evexec__fault_fail_thread(long nth);
 EVEXEC_EXPORT long evexec__fault_alloc_count(void);
 EVEXEC_EXPORT long evexec__fault_thread_count(void);
 #endif
+
+/* ---- sync.c ------------------------------------------------------------- */
+
+/* A futex mutex: 0 free, 1 held, 2 held with sleepers. */
+struct evexec__lock {
+    _Atomic unsigned state;
+};
+#define EVEXEC__LOCK_INIT {0}
+void evexec__lock_acquire_slow(struct evexec__lock *l);
+void evexec__lock_wake(struct evexec__lock *l);
+
+static inline void evexec__lock_acquire(struct evexec__lock *l)
+{
+    unsigned c = 0;
+    if (evexec__unlikely(!atomic_compare_exchange_strong_explicit(
+            &l->state, &c, 1, memory_order_acquire, memory_order_relaxed)))
+        evexec__lock_acquire_slow(l);
+}
+
+static inline void evexec__lock_release(struct evexec__lock *l)
+{
+    if (evexec__unlikely(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
+        evexec__lock_wake(l);
+}
+
+/* Sleep while *word == seen, until woken or the CLOCK_MONOTONIC deadline
+ * (NULL: none); may return early. 0, or ETIMEDOUT once the deadline passed. */
+int evexec__word_wait(_Atomic unsigned *word, unsigned seen, const struct timespec *deadline);
+/* Change *word and wake one sleeper (or all). */
+void evexec__word_wake(_Atomic unsigned *word, bool all);
 
 /* ---- cfuture.c ---------------------------------------------------------- */
 
@@ -175,7 +218,10 @@ struct evexec_loop {
     struct evexec__handle *batch_head, **batch_tail; /* the drain in progress */
     bool run_scheduled;
     bool in_drain;
-    bool delivering;                   /* a chain delivery is running */
+    uint64_t spin_ns;                  /* poll for completions before sleeping */
+    bool spin_ok;                      /* recent completions came within spin_ns */
+    uint64_t pass_end_ns;              /* when the last pass ended */
+    uint64_t spins, spins_missed;
     bool listening;
     unsigned user_refs;
     size_t in_flight;
@@ -194,8 +240,7 @@ static inline bool evexec__loop_on_thread(const struct evexec_loop *loop)
 #define EVEXEC__ASSERT_LOOP_THREAD(loop, func) \
     EVEXEC__ASSERT(evexec__loop_on_thread(loop), (func), "called outside the loop thread")
 
-/* Loop thread: queue h; if a chain delivery is running, into the current
- * drain (so a completion costs one pass). */
+/* Loop thread: queue h at the end of the ready queue. */
 void evexec__loop_schedule(struct evexec_loop *loop, struct evexec__handle *h);
 /* Any thread: hand h to the loop, waking it if needed; disposes of it if the
  * loop is closed. */
@@ -240,6 +285,8 @@ struct evexec_future {
 void evexec__future_init(struct evexec_future *f, struct evexec_loop *loop, unsigned refs);
 /* Mark done and schedule callbacks (loop thread). */
 void evexec__future_settle(struct evexec_future *f, unsigned char state, int error);
+/* Run the callbacks not yet run, now (a chain delivery, from the drain). */
+void evexec__future_run_callbacks(struct evexec_future *f);
 /* Cancel without touching the chained cfuture's chain (loop teardown too). */
 bool evexec__future_cancel(struct evexec_future *f);
 void evexec__pending_unlink(struct evexec_future *f);

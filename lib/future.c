@@ -78,16 +78,22 @@ static void schedule_callbacks(struct evexec_future *f)
     evexec__loop_schedule(f->loop, &f->done_handle);
 }
 
+void evexec__future_run_callbacks(struct evexec_future *f)
+{
+    /* A callback may add callbacks (they run here too) or free the loop
+     * (then nothing more runs). */
+    while (f->nrun < f->ncbs && !evexec__loop_closed(f->loop)) {
+        struct evexec__done_cb c = *cb_slot(f, f->nrun++);
+        c.cb(f, c.arg);
+    }
+}
+
 static void run_callbacks(struct evexec__handle *h, bool discard)
 {
     struct evexec_future *f = evexec__container_of(h, struct evexec_future, done_handle);
     f->done_queued = false;
-    if (!discard) {
-        while (f->nrun < f->ncbs) {
-            struct evexec__done_cb c = *cb_slot(f, f->nrun++);
-            c.cb(f, c.arg);
-        }
-    }
+    if (!discard)
+        evexec__future_run_callbacks(f);
     evexec_future_release(f);
 }
 
@@ -208,7 +214,7 @@ static int outcome(struct evexec_future *f, void **result, bool take, const char
     }
     if (f->error)
         return f->error;
-    if (f->cf)
+    if (f->cf && !f->embedded) /* wrap_cfuture: the result is the cfuture's */
         return evexec__cfuture_outcome(f->cf, result, take);
     if (f->taken)
         return EVEXEC_ETAKEN;
@@ -272,7 +278,7 @@ void evexec_future_release(struct evexec_future *f)
     struct evexec_loop *loop = f->loop;
     if (f->state == EVEXEC__F_PENDING)
         evexec__pending_unlink(f); /* a plain future dropped unset */
-    if (!f->cf && !f->taken && f->result && f->free_result)
+    if ((!f->cf || f->embedded) && !f->taken && f->result && f->free_result)
         f->free_result(f->result);
     evexec__free(f->more_cbs);
     if (f->embedded) {

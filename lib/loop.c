@@ -23,6 +23,12 @@
  * the drain would run it again before any poll and starve I/O). Outside a
  * drain, call_soon activates run_ev directly: no syscall.
  *
+ * Spinning: at the end of a pass, with work in flight and nothing queued,
+ * the loop may poll the foreign stack for up to spin_ns (still `draining`,
+ * so workers do not write) and, if something arrives, schedule the next pass
+ * at once. It spins only while completions have recently come within spin_ns
+ * of the previous pass; a poll that times out turns it off until they do.
+ *
  * Liveness: wake_ev is added only while the loop has chained futures in
  * flight or is referenced (evexec_loop_ref), so an idle bridge lets
  * event_base_dispatch() return. A post made while not listening leaves the
@@ -163,11 +169,6 @@ static void schedule_run(struct evexec_loop *loop)
 void evexec__loop_schedule(struct evexec_loop *loop, struct evexec__handle *h)
 {
     h->next = NULL;
-    if (loop->delivering) {
-        *loop->batch_tail = h;
-        loop->batch_tail = &h->next;
-        return;
-    }
     *loop->ready_tail = h;
     loop->ready_tail = &h->next;
     schedule_run(loop);
@@ -236,8 +237,28 @@ void evexec__loop_update_listening(struct evexec_loop *loop)
         loop->listening = want;
 }
 
+/* End of a pass: poll briefly for a completion instead of sleeping. */
+static void spin_for_completions(struct evexec_loop *loop)
+{
+    uint64_t start = evexec__now_ns();
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&loop->foreign, memory_order_relaxed) != NULL) {
+            loop->spins++;
+            return;
+        }
+        evexec__cpu_relax();
+        if ((i & 63) == 0 && evexec__now_ns() - start >= loop->spin_ns) {
+            loop->spins_missed++;
+            loop->spin_ok = false;
+            return;
+        }
+    }
+}
+
 static void drain(struct evexec_loop *loop, bool readable)
 {
+    if (loop->spin_ns && !loop->spin_ok && evexec__now_ns() - loop->pass_end_ns < loop->spin_ns)
+        loop->spin_ok = true; /* this completion came quickly: worth waiting for the next */
     atomic_store(&loop->draining, true);
     if (readable)
         wake_drain(loop);
@@ -259,6 +280,12 @@ static void drain(struct evexec_loop *loop, bool readable)
             return; /* a callback freed the loop: its memory lives until we return */
     }
     loop->drains++;
+
+    if (loop->spin_ok && loop->in_flight > 0 && !loop->ready_head &&
+        atomic_load_explicit(&loop->foreign, memory_order_relaxed) == NULL)
+        spin_for_completions(loop);
+    if (loop->spin_ns)
+        loop->pass_end_ns = evexec__now_ns();
 
     /* Still in_drain: anything found now waits for the next pass. */
     atomic_store(&loop->draining, false);
@@ -313,6 +340,8 @@ struct evexec_loop *evexec_loop_new(struct event_base *base)
     loop->ready_tail = &loop->ready_head;
     loop->batch_tail = &loop->batch_head;
     atomic_init(&loop->refs, 1);
+    if (evexec__cpus_allowed() > 1)
+        loop->spin_ns = EVEXEC_DEFAULT_LOOP_SPIN_US * 1000u;
     loop->wake_ev = event_new(base, loop->wake_rfd, EV_READ | EV_PERSIST, on_wake, loop);
     loop->run_ev = event_new(base, -1, 0, on_run, loop);
     if (!loop->wake_ev || !loop->run_ev) {
@@ -511,6 +540,22 @@ int evexec_loop_get_stats(struct evexec_loop *loop, struct evexec_loop_stats *st
     stats->wakeup_writes = atomic_load_explicit(&loop->wakeup_writes, memory_order_relaxed);
     stats->drains = loop->drains;
     stats->in_flight = loop->in_flight;
+    stats->spins = loop->spins;
+    stats->spins_missed = loop->spins_missed;
+    return 0;
+}
+
+int evexec_loop_set_spin(struct evexec_loop *loop, unsigned spin_us)
+{
+    if (!loop)
+        return EINVAL;
+    if (loop_forked(loop))
+        return EVEXEC_EFORKED;
+    if (evexec__loop_closed(loop))
+        return EVEXEC_ECLOSED;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_set_spin");
+    loop->spin_ns = (uint64_t)spin_us * 1000u;
+    loop->spin_ok = false;
     return 0;
 }
 

@@ -1,12 +1,13 @@
 /*
  * pool.c -- worker threads and the FIFO work queue.
  *
- * One mutex (pool->lock) guards the queue, the worker lists and the counters.
- * Workers are made lazily, one per submission that finds nobody to take it,
- * up to max_workers. A worker with nothing to do first spins for a few tens of
- * microseconds (a cross-CPU wakeup costs more than that on a small VM), then
- * parks on a condition variable of its own in the idle stack. A submitter
- * claims the most recently parked worker and signals only that one, so the
+ * One lock (pool->lock, a futex mutex from sync.c) guards the queue, the
+ * worker lists and the counters. Workers are made lazily, one per submission
+ * that finds nobody to take it, up to max_workers. A worker with nothing to
+ * do first spins for a few tens of microseconds (a cross-CPU wakeup costs
+ * more than that on a small VM) -- one worker at a time, and never when the
+ * process may use only one CPU -- then parks on a wait word of its own in
+ * the idle stack. A submitter claims the most recently parked worker and signals only that one, so the
  * workers at the bottom of the stack stay idle long enough to time out and
  * exit (above min_workers).
  *
@@ -39,20 +40,20 @@ struct worker {
     struct worker *all_prev, *all_next;   /* live workers, or zombies */
     struct evexec_pool *pool;
     pthread_t thread;
-    pthread_cond_t wake;
+    _Atomic unsigned wake_word;           /* bumped to wake it */
     unsigned index;
     bool claimed;                         /* a submitter woke it for work */
 };
 
 struct evexec_pool {
-    pthread_mutex_t lock;
+    struct evexec__lock lock;
     struct evexec_cfuture *qhead, *qtail;
     size_t queued;
     struct worker *idle_top;              /* most recently parked */
     struct worker *live;                  /* every running worker */
     struct worker *zombies;               /* exited, not yet joined */
     unsigned nthreads, nidle, nspinning;
-    pthread_cond_t exited;                /* nthreads reached 0 */
+    _Atomic unsigned exit_word;           /* bumped when nthreads reaches 0 */
     bool stopping, broken, orphan;
     uint64_t submitted, completed, cancelled, threads_started;
     unsigned next_index;
@@ -65,7 +66,7 @@ struct evexec_pool {
 };
 
 /* The pool whose worker this thread is, for EDEADLK. */
-static _Thread_local struct evexec_pool *current_pool;
+static EVEXEC__TLS struct evexec_pool *current_pool;
 
 static unsigned default_max_workers(void)
 {
@@ -97,14 +98,9 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
     struct evexec_pool *pool = evexec__calloc(1, sizeof(*pool));
     if (!pool)
         return NULL;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_mutex_init(&pool->lock, NULL);
-    pthread_cond_init(&pool->exited, &attr);
-    pthread_condattr_destroy(&attr);
     pool->cfg = c;
-    pool->spin_ns = (c.flags & EVEXEC_POOL_NO_SPIN) ? 0 : (uint64_t)c.spin_us * 1000u;
+    if (!(c.flags & EVEXEC_POOL_NO_SPIN) && evexec__cpus_allowed() > 1)
+        pool->spin_ns = (uint64_t)c.spin_us * 1000u;
     /* A thread name has 15 characters; leave room for "-NN". */
     snprintf(pool->name, 12, "%s", c.thread_name ? c.thread_name : "evexec");
     pool->cfg.thread_name = pool->name;
@@ -216,15 +212,12 @@ static void join_list(struct worker *list)
         struct worker *w = list;
         list = w->all_next;
         pthread_join(w->thread, NULL);
-        pthread_cond_destroy(&w->wake);
         evexec__free(w);
     }
 }
 
 static void pool_destroy(struct evexec_pool *pool)
 {
-    pthread_mutex_destroy(&pool->lock);
-    pthread_cond_destroy(&pool->exited);
     evexec__free(pool);
 }
 
@@ -257,11 +250,7 @@ static void worker_spin(struct evexec_pool *pool)
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0)
             return;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-#endif
+        evexec__cpu_relax();
         if ((i & 63) == 0 && evexec__now_ns() - start >= pool->spin_ns)
             return;
     }
@@ -278,8 +267,10 @@ static bool worker_park(struct evexec_pool *pool, struct worker *w)
     if (timed)
         evexec__deadline(&deadline, pool->cfg.idle_timeout_ms);
     while (!w->claimed && !pool->stopping) {
-        int rc = timed ? pthread_cond_timedwait(&w->wake, &pool->lock, &deadline)
-                       : pthread_cond_wait(&w->wake, &pool->lock);
+        unsigned seen = atomic_load_explicit(&w->wake_word, memory_order_relaxed);
+        evexec__lock_release(&pool->lock);
+        int rc = evexec__word_wait(&w->wake_word, seen, timed ? &deadline : NULL);
+        evexec__lock_acquire(&pool->lock);
         if (rc == ETIMEDOUT && !w->claimed && !pool->stopping) {
             if (pool->nthreads > pool->cfg.min_workers) {
                 idle_remove(pool, w);
@@ -303,36 +294,38 @@ static void *worker_main(void *arg)
     bool init_ok = true;
     if (pool->cfg.thread_init && pool->cfg.thread_init(pool->cfg.thread_ctx) != 0) {
         init_ok = false;
-        pthread_mutex_lock(&pool->lock);
+        evexec__lock_acquire(&pool->lock);
         pool->broken = true;
         struct evexec_cfuture *list = queue_take_all(pool);
-        pthread_mutex_unlock(&pool->lock);
+        evexec__lock_release(&pool->lock);
         fail_list(list, EVEXEC_EBROKEN);
     }
 
-    pthread_mutex_lock(&pool->lock);
+    evexec__lock_acquire(&pool->lock);
     while (init_ok) {
         struct evexec_cfuture *cf = queue_pop(pool);
         if (cf) {
             bool started = evexec__cfuture_start(cf);
             if (!started)
                 pool->cancelled++;
-            pthread_mutex_unlock(&pool->lock);
+            evexec__lock_release(&pool->lock);
             if (started)
                 evexec__cfuture_run(cf);
             evexec_cfuture_release(cf); /* the queue's reference */
-            pthread_mutex_lock(&pool->lock);
+            evexec__lock_acquire(&pool->lock);
             if (started)
                 pool->completed++;
             continue;
         }
         if (pool->stopping || pool->broken)
             break;
-        if (pool->spin_ns) {
+        if (pool->spin_ns && pool->nspinning == 0) {
+            /* One spinner is enough to catch the next task; more would take
+             * CPUs from the loop and the workers that are busy. */
             pool->nspinning++;
-            pthread_mutex_unlock(&pool->lock);
+            evexec__lock_release(&pool->lock);
             worker_spin(pool);
-            pthread_mutex_lock(&pool->lock);
+            evexec__lock_acquire(&pool->lock);
             pool->nspinning--;
             if (pool->qhead)
                 continue;
@@ -340,12 +333,12 @@ static void *worker_main(void *arg)
         if (!worker_park(pool, w))
             break;
     }
-    pthread_mutex_unlock(&pool->lock);
+    evexec__lock_release(&pool->lock);
 
     if (init_ok && pool->cfg.thread_exit)
         pool->cfg.thread_exit(pool->cfg.thread_ctx);
 
-    pthread_mutex_lock(&pool->lock);
+    evexec__lock_acquire(&pool->lock);
     list_remove(&pool->live, w);
     bool last = --pool->nthreads == 0;
     struct worker *to_join = NULL;
@@ -358,11 +351,10 @@ static void *worker_main(void *arg)
         list_insert(&pool->zombies, w);
     }
     if (last)
-        pthread_cond_broadcast(&pool->exited);
-    pthread_mutex_unlock(&pool->lock);
+        evexec__word_wake(&pool->exit_word, true);
+    evexec__lock_release(&pool->lock);
     join_list(to_join);
     if (orphan) {
-        pthread_cond_destroy(&w->wake);
         evexec__free(w);
         if (last)
             pool_destroy(pool);
@@ -378,11 +370,6 @@ static int spawn_worker(struct evexec_pool *pool)
         return ENOMEM;
     w->pool = pool;
     w->index = pool->next_index++;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->wake, &attr);
-    pthread_condattr_destroy(&attr);
 
     /* Workers inherit a mask that blocks every signal, so signals keep going
      * to the loop thread. */
@@ -392,7 +379,6 @@ static int spawn_worker(struct evexec_pool *pool)
     int rc = evexec__thread_create(&w->thread, worker_main, w);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc) {
-        pthread_cond_destroy(&w->wake);
         evexec__free(w);
         return rc;
     }
@@ -413,7 +399,7 @@ static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
         struct worker *w = pool->idle_top;
         idle_remove(pool, w);
         w->claimed = true;
-        pthread_cond_signal(&w->wake);
+        evexec__word_wake(&w->wake_word, false);
         return NULL;
     }
     if (pool->nthreads >= pool->cfg.max_workers)
@@ -427,7 +413,7 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
 {
     if (forked(pool))
         return EVEXEC_EFORKED;
-    pthread_mutex_lock(&pool->lock);
+    evexec__lock_acquire(&pool->lock);
     int err = 0;
     if (pool->broken)
         err = EVEXEC_EBROKEN;
@@ -436,13 +422,13 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
     else if (pool->cfg.max_queued && pool->queued >= pool->cfg.max_queued)
         err = EAGAIN;
     if (err) {
-        pthread_mutex_unlock(&pool->lock);
+        evexec__lock_release(&pool->lock);
         return err;
     }
     queue_push(pool, cf);
     pool->submitted++;
     struct evexec_cfuture *failed = dispatch(pool);
-    pthread_mutex_unlock(&pool->lock);
+    evexec__lock_release(&pool->lock);
     fail_list(failed, EAGAIN);
     return 0;
 }
@@ -475,7 +461,7 @@ struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool, evexec_work_
 static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned flags)
 {
     struct evexec_cfuture *cancelled = NULL;
-    pthread_mutex_lock(&pool->lock);
+    evexec__lock_acquire(&pool->lock);
     pool->stopping = true;
     if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING) {
         cancelled = queue_take_all(pool);
@@ -483,8 +469,8 @@ static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned 
             pool->cancelled++;
     }
     for (struct worker *w = pool->idle_top; w; w = w->idle_next)
-        pthread_cond_signal(&w->wake);
-    pthread_mutex_unlock(&pool->lock);
+        evexec__word_wake(&w->wake_word, false);
+    evexec__lock_release(&pool->lock);
     return cancelled;
 }
 
@@ -498,12 +484,16 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
         return EDEADLK;
     fail_list(begin_shutdown(pool, flags), ECANCELED);
     if (flags & EVEXEC_SHUTDOWN_WAIT) {
-        pthread_mutex_lock(&pool->lock);
-        while (pool->nthreads > 0)
-            pthread_cond_wait(&pool->exited, &pool->lock);
+        evexec__lock_acquire(&pool->lock);
+        while (pool->nthreads > 0) {
+            unsigned seen = atomic_load_explicit(&pool->exit_word, memory_order_relaxed);
+            evexec__lock_release(&pool->lock);
+            evexec__word_wait(&pool->exit_word, seen, NULL);
+            evexec__lock_acquire(&pool->lock);
+        }
         struct worker *zombies = pool->zombies;
         pool->zombies = NULL;
-        pthread_mutex_unlock(&pool->lock);
+        evexec__lock_release(&pool->lock);
         join_list(zombies);
     }
     return 0;
@@ -512,14 +502,14 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
 void evexec__pool_orphan(struct evexec_pool *pool)
 {
     fail_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), ECANCELED);
-    pthread_mutex_lock(&pool->lock);
+    evexec__lock_acquire(&pool->lock);
     pool->orphan = true;
     for (struct worker *w = pool->live; w; w = w->all_next)
         pthread_detach(w->thread);
     struct worker *zombies = pool->zombies;
     pool->zombies = NULL;
     bool none_left = pool->nthreads == 0;
-    pthread_mutex_unlock(&pool->lock);
+    evexec__lock_release(&pool->lock);
     join_list(zombies); /* already exited: this does not wait for work */
     if (none_left)
         pool_destroy(pool);
@@ -546,7 +536,7 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
         return EINVAL;
     if (forked(pool))
         return EVEXEC_EFORKED;
-    pthread_mutex_lock(&pool->lock);
+    evexec__lock_acquire(&pool->lock);
     stats->threads = pool->nthreads;
     stats->idle = pool->nidle;
     stats->queued = pool->queued;
@@ -554,6 +544,6 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
     stats->completed = pool->completed;
     stats->cancelled = pool->cancelled;
     stats->threads_started = pool->threads_started;
-    pthread_mutex_unlock(&pool->lock);
+    evexec__lock_release(&pool->lock);
     return 0;
 }
