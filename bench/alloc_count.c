@@ -1,0 +1,106 @@
+/*
+ * alloc_count.c -- an allocation counter preloaded into the bench programs
+ * (LD_PRELOAD=bench/alloc_count.so), so "allocations per task" counts what
+ * every library, and the harness, allocate from every thread. It replaces
+ * the allocation entry points with thin wrappers around glibc's own
+ * (__libc_malloc and friends, which need no dlsym and so cannot recurse) and
+ * counts only while the program has switched counting on: workloads.c does
+ * that for its measured phase through bench_alloc_counting(), a weak
+ * reference that stays NULL when this library is not preloaded.
+ *
+ * glibc only: other C libraries do not export __libc_malloc.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t nmemb, size_t size);
+extern void *__libc_realloc(void *ptr, size_t size);
+extern void *__libc_memalign(size_t alignment, size_t size);
+extern void __libc_free(void *ptr);
+
+void bench_alloc_counting(int on);
+void bench_alloc_read(uint64_t *allocs, uint64_t *frees);
+void *malloc(size_t size);
+void *calloc(size_t nmemb, size_t size);
+void *realloc(void *ptr, size_t size);
+void free(void *ptr);
+int posix_memalign(void **out, size_t alignment, size_t size);
+void *aligned_alloc(size_t alignment, size_t size);
+void *memalign(size_t alignment, size_t size);
+
+static atomic_int counting;
+static atomic_uint_fast64_t allocs, frees;
+
+/* Counting is off most of the time: one relaxed load per call. */
+static inline void count(atomic_uint_fast64_t *counter)
+{
+    if (atomic_load_explicit(&counting, memory_order_relaxed))
+        atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+
+void bench_alloc_counting(int on)
+{
+    if (on) {
+        atomic_store(&allocs, 0);
+        atomic_store(&frees, 0);
+    }
+    atomic_store(&counting, on);
+}
+
+void bench_alloc_read(uint64_t *allocs_out, uint64_t *frees_out)
+{
+    *allocs_out = atomic_load(&allocs);
+    *frees_out = atomic_load(&frees);
+}
+
+void *malloc(size_t size)
+{
+    count(&allocs);
+    return __libc_malloc(size);
+}
+
+void *calloc(size_t nmemb, size_t size)
+{
+    count(&allocs);
+    return __libc_calloc(nmemb, size);
+}
+
+/* A realloc is one allocation (it may move the block); realloc(p, 0) is a free. */
+void *realloc(void *ptr, size_t size)
+{
+    count(ptr && !size ? &frees : &allocs);
+    return __libc_realloc(ptr, size);
+}
+
+void free(void *ptr)
+{
+    if (ptr)
+        count(&frees);
+    __libc_free(ptr);
+}
+
+void *memalign(size_t alignment, size_t size)
+{
+    count(&allocs);
+    return __libc_memalign(alignment, size);
+}
+
+void *aligned_alloc(size_t alignment, size_t size)
+{
+    return memalign(alignment, size);
+}
+
+int posix_memalign(void **out, size_t alignment, size_t size)
+{
+    if (alignment < sizeof(void *) || (alignment & (alignment - 1)))
+        return EINVAL;
+    void *p = memalign(alignment, size);
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
