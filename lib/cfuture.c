@@ -143,13 +143,17 @@ static void finish(struct evexec_cfuture *cf, int err, void *result)
     complete(cf);
 }
 
-void evexec__cfuture_run(struct evexec_cfuture *cf)
+int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result)
 {
-    void *result = NULL;
     struct evexec_cfuture *outer = current_task;
     current_task = cf;
-    int err = cf->fn(cf->arg, &result);
+    int err = cf->fn(cf->arg, result);
     current_task = outer;
+    return err;
+}
+
+void evexec__cfuture_finish(struct evexec_cfuture *cf, int err, void *result)
+{
     finish(cf, err, result);
 }
 

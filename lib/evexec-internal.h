@@ -166,8 +166,10 @@ void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *ar
                           evexec_free_fn free_result, unsigned refs);
 /* The one PENDING -> RUNNING transition; false if it was cancelled. */
 bool evexec__cfuture_start(struct evexec_cfuture *cf);
-/* Run a started task on this thread and complete it. */
-void evexec__cfuture_run(struct evexec_cfuture *cf);
+/* Run a started task's function on this thread (evexec_cancel_requested()
+ * works inside), then publish its outcome and complete it. */
+int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result);
+void evexec__cfuture_finish(struct evexec_cfuture *cf, int err, void *result);
 /* Fail a task that could not be run (pool broken, no thread): PENDING ->
  * FINISHED with err. No-op if it was cancelled meanwhile. */
 void evexec__cfuture_fail(struct evexec_cfuture *cf, int err);

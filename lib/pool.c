@@ -52,8 +52,13 @@ struct evexec_pool {
     struct worker *idle_top;              /* most recently parked */
     struct worker *live;                  /* every running worker */
     struct worker *zombies;               /* exited, not yet joined */
-    unsigned nthreads, nidle, nspinning;
-    _Atomic unsigned exit_word;           /* bumped when nthreads reaches 0 */
+    unsigned nthreads;                    /* workers that mean to stay: the policy count */
+    unsigned nalive;                      /* threads not yet finished: the lifetime count */
+    unsigned nidle, nspinning;
+    /* Workers between the end of a task and taking the lock again: about to
+     * look at the queue, so a submission need not wake or make another. */
+    _Atomic unsigned nreturning;
+    _Atomic unsigned exit_word;           /* bumped when nalive reaches 0 */
     bool stopping, broken, orphan;
     uint64_t submitted, completed, cancelled, threads_started;
     unsigned next_index;
@@ -273,6 +278,9 @@ static bool worker_park(struct evexec_pool *pool, struct worker *w)
         evexec__lock_acquire(&pool->lock);
         if (rc == ETIMEDOUT && !w->claimed && !pool->stopping) {
             if (pool->nthreads > pool->cfg.min_workers) {
+                /* Count the decision now, not when the thread is gone:
+                 * workers timing out together must not all leave. */
+                pool->nthreads--;
                 idle_remove(pool, w);
                 return false;
             }
@@ -301,6 +309,7 @@ static void *worker_main(void *arg)
         fail_list(list, EVEXEC_EBROKEN);
     }
 
+    bool idled_out = false;
     evexec__lock_acquire(&pool->lock);
     while (init_ok) {
         struct evexec_cfuture *cf = queue_pop(pool);
@@ -309,10 +318,19 @@ static void *worker_main(void *arg)
             if (!started)
                 pool->cancelled++;
             evexec__lock_release(&pool->lock);
-            if (started)
-                evexec__cfuture_run(cf);
+            if (started) {
+                void *result = NULL;
+                int err = evexec__cfuture_execute(cf, &result);
+                /* Before the outcome is visible: whoever it wakes and
+                 * submits again must find this worker counted as coming. */
+                atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
+                evexec__cfuture_finish(cf, err, result);
+            } else {
+                atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
+            }
             evexec_cfuture_release(cf); /* the queue's reference */
             evexec__lock_acquire(&pool->lock);
+            atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
             if (started)
                 pool->completed++;
             continue;
@@ -330,9 +348,13 @@ static void *worker_main(void *arg)
             if (pool->qhead)
                 continue;
         }
-        if (!worker_park(pool, w))
+        if (!worker_park(pool, w)) {
+            idled_out = true;
             break;
+        }
     }
+    if (!idled_out)
+        pool->nthreads--;
     evexec__lock_release(&pool->lock);
 
     if (init_ok && pool->cfg.thread_exit)
@@ -340,7 +362,7 @@ static void *worker_main(void *arg)
 
     evexec__lock_acquire(&pool->lock);
     list_remove(&pool->live, w);
-    bool last = --pool->nthreads == 0;
+    bool last = --pool->nalive == 0;
     struct worker *to_join = NULL;
     bool orphan = pool->orphan;
     if (!orphan) {
@@ -384,6 +406,7 @@ static int spawn_worker(struct evexec_pool *pool)
     }
     list_insert(&pool->live, w);
     pool->nthreads++;
+    pool->nalive++;
     pool->threads_started++;
     return 0;
 }
@@ -393,8 +416,9 @@ static int spawn_worker(struct evexec_pool *pool)
  * made. */
 static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
 {
-    if (pool->queued <= pool->nspinning)
-        return NULL; /* a spinning worker will see it */
+    if (pool->queued <= pool->nspinning +
+                           atomic_load_explicit(&pool->nreturning, memory_order_relaxed))
+        return NULL; /* a spinning or returning worker will take it */
     if (pool->idle_top) {
         struct worker *w = pool->idle_top;
         idle_remove(pool, w);
@@ -404,7 +428,7 @@ static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
     }
     if (pool->nthreads >= pool->cfg.max_workers)
         return NULL;
-    if (spawn_worker(pool) == 0 || pool->nthreads > 0)
+    if (spawn_worker(pool) == 0 || pool->nalive > 0)
         return NULL; /* the workers we have will get to it */
     return queue_take_all(pool);
 }
@@ -485,7 +509,7 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
     fail_list(begin_shutdown(pool, flags), ECANCELED);
     if (flags & EVEXEC_SHUTDOWN_WAIT) {
         evexec__lock_acquire(&pool->lock);
-        while (pool->nthreads > 0) {
+        while (pool->nalive > 0) {
             unsigned seen = atomic_load_explicit(&pool->exit_word, memory_order_relaxed);
             evexec__lock_release(&pool->lock);
             evexec__word_wait(&pool->exit_word, seen, NULL);
@@ -508,7 +532,7 @@ void evexec__pool_orphan(struct evexec_pool *pool)
         pthread_detach(w->thread);
     struct worker *zombies = pool->zombies;
     pool->zombies = NULL;
-    bool none_left = pool->nthreads == 0;
+    bool none_left = pool->nalive == 0;
     evexec__lock_release(&pool->lock);
     join_list(zombies); /* already exited: this does not wait for work */
     if (none_left)
@@ -537,7 +561,7 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
     if (forked(pool))
         return EVEXEC_EFORKED;
     evexec__lock_acquire(&pool->lock);
-    stats->threads = pool->nthreads;
+    stats->threads = pool->nalive;
     stats->idle = pool->nidle;
     stats->queued = pool->queued;
     stats->submitted = pool->submitted;
