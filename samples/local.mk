@@ -26,3 +26,9 @@ samples_http_offload_SOURCES = samples/http_offload.c
 samples_http_offload_CFLAGS = $(sample_cflags)
 samples_http_offload_LDADD = $(sample_ldadd)
 samples_http_offload_LDFLAGS = $(sample_ldflags)
+
+noinst_PROGRAMS += samples/chain_futures
+samples_chain_futures_SOURCES = samples/chain_futures.c
+samples_chain_futures_CFLAGS = $(sample_cflags)
+samples_chain_futures_LDADD = $(sample_ldadd)
+samples_chain_futures_LDFLAGS = $(sample_ldflags)
