@@ -1,0 +1,33 @@
+#!/bin/sh
+# tests/man-examples/run.sh -- runs the EXAMPLES programs of evexec(7) and
+# evexec_run_in_executor(3), which `make check` extracted from the pages and
+# compiled with -Wall -Wextra -Werror against the built library, and checks
+# what they print. Prints TAP.
+builddir=${top_builddir:-.}
+dir=$builddir/tests/man-examples
+
+echo "1..2"
+n=0
+# check PROGRAM EXPECTED-LINE DESCRIPTION
+check() {
+    n=$((n + 1))
+    prog=$dir/$1
+    if [ ! -x "$prog" ]; then
+        echo "not ok $n - $3: $prog was not built"
+        return
+    fi
+    if command -v timeout >/dev/null 2>&1; then
+        out=$(timeout 60 "$prog" 2>&1)
+    else
+        out=$("$prog" 2>&1)
+    fi
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$out" = "$2" ]; then
+        echo "ok $n - $3 compiles (-Wall -Wextra -Werror), runs and prints '$2'"
+    else
+        echo "not ok $n - $3: exit $rc, expected '$2'"
+        echo "$out" | sed 's/^/# /'
+    fi
+}
+check evexec_7 "sum = 333833500" "evexec(7) EXAMPLES"
+check evexec_run_in_executor_3 "Operation canceled" "evexec_run_in_executor(3) EXAMPLES"
