@@ -1,0 +1,1151 @@
+/*
+ * test_pool.c -- the thread pool: defaults, lazy worker creation, reuse of
+ * idle workers, idle timeout above min_workers, FIFO order, the bounded
+ * queue, per-worker hooks, a broken pool, shutdown modes, argument checks,
+ * and what every worker thread looks like (signal mask, name, priority).
+ *
+ * Tasks never assert: they record what they saw, and the main thread
+ * asserts once the work is done. Waits on other threads use gates
+ * (mutex + condvar) with a generous bound, so a hang fails the test instead
+ * of blocking it; sleeps are never what decides a pass.
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "evexec.h"
+
+/* Upper bound on any wait for another thread; far above what a loaded
+ * machine needs, far below Criterion's timeout. */
+#define HANG_BOUND_MS 20000
+
+TestSuite(pool, .timeout = 60);
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void deadline_in(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* A gate: tasks that pass it count themselves as arrived and block until
+ * the main thread opens it. */
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned arrived;
+    bool open;
+};
+
+static void gate_init(struct gate *g)
+{
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->arrived = 0;
+    g->open = false;
+}
+
+static void gate_destroy(struct gate *g)
+{
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->cond);
+}
+
+/* Arrive and block until the gate opens (bounded: never hang a worker). */
+static void gate_pass(struct gate *g)
+{
+    struct timespec deadline;
+    deadline_in(&deadline, HANG_BOUND_MS);
+    pthread_mutex_lock(&g->lock);
+    g->arrived++;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        if (pthread_cond_timedwait(&g->cond, &g->lock, &deadline) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Main thread: wait until at least n tasks arrived; false on the hang bound. */
+static bool gate_wait_arrived(struct gate *g, unsigned n)
+{
+    struct timespec deadline;
+    deadline_in(&deadline, HANG_BOUND_MS);
+    pthread_mutex_lock(&g->lock);
+    while (g->arrived < n)
+        if (pthread_cond_timedwait(&g->cond, &g->lock, &deadline) == ETIMEDOUT)
+            break;
+    bool ok = g->arrived >= n;
+    pthread_mutex_unlock(&g->lock);
+    return ok;
+}
+
+static unsigned gate_arrived(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    unsigned n = g->arrived;
+    pthread_mutex_unlock(&g->lock);
+    return n;
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static int blocking_task(void *arg, void **result)
+{
+    (void)result;
+    gate_pass(arg);
+    return 0;
+}
+
+static int noop_task(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    return 0;
+}
+
+static int count_task(void *arg, void **result)
+{
+    (void)result;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return 0;
+}
+
+static struct evexec_pool_stats stats_of(struct evexec_pool *pool)
+{
+    struct evexec_pool_stats st;
+    memset(&st, 0xff, sizeof(st));
+    cr_assert_eq(evexec_pool_get_stats(pool, &st), 0);
+    return st;
+}
+
+/* Poll the stats until threads == n (bounded); returns the last stats. */
+static struct evexec_pool_stats wait_threads(struct evexec_pool *pool, unsigned n)
+{
+    struct evexec_pool_stats st = stats_of(pool);
+    for (long waited = 0; st.threads != n && waited < HANG_BOUND_MS; waited += 2) {
+        sleep_ms(2);
+        st = stats_of(pool);
+    }
+    return st;
+}
+
+/* Poll until every live worker is parked (idle == threads, bounded). */
+static void wait_all_idle(struct evexec_pool *pool)
+{
+    struct evexec_pool_stats st = stats_of(pool);
+    for (long waited = 0; st.idle != st.threads && waited < HANG_BOUND_MS; waited++) {
+        sleep_ms(1);
+        st = stats_of(pool);
+    }
+    cr_assert_eq(st.idle, st.threads, "workers never went idle");
+}
+
+static unsigned expected_default_workers(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+        cpus = 1;
+    return cpus + 4 < 32 ? (unsigned)cpus + 4 : 32;
+}
+
+static void wait_ok(struct evexec_cfuture *cf)
+{
+    cr_assert_eq(evexec_cfuture_wait(cf, HANG_BOUND_MS), 0, "future never completed");
+}
+
+/* ---- defaults and lazy creation ----------------------------------------- */
+
+static void check_default_max_workers(const struct evexec_pool_config *cfg)
+{
+    unsigned max = expected_default_workers();
+    unsigned ntasks = 2 * max + 3;
+    struct evexec_pool *pool = evexec_pool_new(cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture **cfs = calloc(ntasks, sizeof(*cfs));
+    for (unsigned i = 0; i < ntasks; i++) {
+        cfs[i] = evexec_pool_submit(pool, blocking_task, &g, NULL);
+        cr_assert_not_null(cfs[i]);
+    }
+    /* Every worker is stuck at the gate: exactly max of them exist. */
+    cr_assert(gate_wait_arrived(&g, max));
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.threads, max);
+    cr_assert_eq(st.threads_started, max);
+    cr_assert_eq(st.queued, ntasks - max);
+    cr_assert_eq(gate_arrived(&g), max);
+    gate_open(&g);
+    for (unsigned i = 0; i < ntasks; i++) {
+        wait_ok(cfs[i]);
+        evexec_cfuture_release(cfs[i]);
+    }
+    /* Counters are updated after the future completes: join first. */
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    st = stats_of(pool);
+    cr_assert_eq(st.threads_started, max);
+    cr_assert_eq(st.completed, ntasks);
+    evexec_pool_free(pool);
+    free(cfs);
+    gate_destroy(&g);
+}
+
+Test(pool, zero_config_max_workers_is_cpus_plus_4_capped_at_32)
+{
+    struct evexec_pool_config cfg = {0};
+    check_default_max_workers(&cfg);
+}
+
+Test(pool, null_config_uses_the_defaults)
+{
+    check_default_max_workers(NULL);
+}
+
+Test(pool, no_thread_starts_before_the_first_submit)
+{
+    struct evexec_pool *pool = evexec_pool_new(NULL);
+    cr_assert_not_null(pool);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.threads, 0);
+    cr_assert_eq(st.threads_started, 0);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    wait_ok(cf);
+    st = stats_of(pool);
+    cr_assert_eq(st.threads_started, 1);
+    cr_assert_eq(st.submitted, 1);
+    evexec_cfuture_release(cf);
+    evexec_pool_free(pool);
+}
+
+static void check_idle_worker_reused(unsigned flags)
+{
+    struct evexec_pool_config cfg = { .max_workers = 4, .flags = flags };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    atomic_int runs = 0;
+    for (int i = 0; i < 20; i++) {
+        struct evexec_cfuture *cf = evexec_pool_submit(pool, count_task, &runs, NULL);
+        cr_assert_not_null(cf);
+        wait_ok(cf);
+        evexec_cfuture_release(cf);
+        /* The worker that ran it is idle before the next submission. */
+        wait_all_idle(pool);
+    }
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(atomic_load(&runs), 20);
+    cr_assert_eq(st.threads_started, 1, "a new worker was made although one was idle");
+    cr_assert_eq(st.threads, 1);
+    evexec_pool_free(pool);
+}
+
+Test(pool, idle_worker_is_reused_before_a_new_one_is_made)
+{
+    check_idle_worker_reused(0);
+}
+
+Test(pool, idle_worker_is_reused_with_no_spin)
+{
+    check_idle_worker_reused(EVEXEC_POOL_NO_SPIN);
+}
+
+/* No waiting for the worker to park: the future completes before the worker
+ * is back at the queue, and that worker must still count as available. */
+static void check_back_to_back_reuse(unsigned flags)
+{
+    struct evexec_pool_config cfg = { .max_workers = 4, .flags = flags };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    for (int i = 0; i < 50; i++) {
+        struct evexec_cfuture *cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+        cr_assert_not_null(cf);
+        wait_ok(cf);
+        evexec_cfuture_release(cf);
+    }
+    cr_assert_eq(stats_of(pool).threads_started, 1,
+                 "sequential submissions made %u workers", stats_of(pool).threads_started);
+    evexec_pool_free(pool);
+}
+
+Test(pool, back_to_back_submissions_reuse_the_one_worker)
+{
+    check_back_to_back_reuse(0);
+}
+
+Test(pool, back_to_back_submissions_reuse_the_one_worker_with_no_spin)
+{
+    check_back_to_back_reuse(EVEXEC_POOL_NO_SPIN);
+}
+
+/* ---- hooks --------------------------------------------------------------- */
+
+struct hook_counts {
+    atomic_int inits, exits;
+    int fail_from;           /* thread_init number (1-based) that fails; 0 never */
+    struct gate *init_gate;  /* if set, thread_init waits here first */
+};
+
+static int counting_init(void *ctx)
+{
+    struct hook_counts *h = ctx;
+    int n = atomic_fetch_add(&h->inits, 1) + 1;
+    if (h->init_gate)
+        gate_pass(h->init_gate);
+    return h->fail_from && n >= h->fail_from ? -1 : 0;
+}
+
+static void counting_exit(void *ctx)
+{
+    struct hook_counts *h = ctx;
+    atomic_fetch_add(&h->exits, 1);
+}
+
+Test(pool, idle_workers_above_min_exit_after_idle_timeout)
+{
+    struct hook_counts hooks = {0};
+    struct evexec_pool_config cfg = {
+        .max_workers = 4, .min_workers = 1, .idle_timeout_ms = 50,
+        .thread_init = counting_init, .thread_exit = counting_exit, .thread_ctx = &hooks,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *cfs[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, blocking_task, &g, NULL));
+    cr_assert(gate_wait_arrived(&g, 4));
+    cr_assert_eq(stats_of(pool).threads, 4);
+    /* All four go idle at about the same time and time out together. */
+    gate_open(&g);
+    for (int i = 0; i < 4; i++) {
+        wait_ok(cfs[i]);
+        evexec_cfuture_release(cfs[i]);
+    }
+    struct evexec_pool_stats st = wait_threads(pool, 1);
+    cr_assert_eq(st.threads, 1, "idle workers above min_workers did not exit");
+    /* Several more timeouts later the min_workers worker is still there. */
+    sleep_ms(6 * cfg.idle_timeout_ms);
+    st = stats_of(pool);
+    cr_assert_eq(st.threads, 1, "a worker within min_workers exited");
+    cr_assert_eq(atomic_load(&hooks.exits), 3);
+    /* And it takes the next task: no new thread. */
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    wait_ok(cf);
+    evexec_cfuture_release(cf);
+    cr_assert_eq(stats_of(pool).threads_started, 4);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&hooks.exits), 4);
+    gate_destroy(&g);
+}
+
+static void slow_counting_exit(void *ctx)
+{
+    struct hook_counts *h = ctx;
+    sleep_ms(200); /* a thread_exit hook that takes its time (flushes, closes) */
+    atomic_fetch_add(&h->exits, 1);
+}
+
+Test(pool, min_workers_stay_when_thread_exit_is_slow)
+{
+    struct hook_counts hooks = {0};
+    struct evexec_pool_config cfg = {
+        .max_workers = 4, .min_workers = 1, .idle_timeout_ms = 50,
+        .thread_exit = slow_counting_exit, .thread_ctx = &hooks,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *cfs[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, blocking_task, &g, NULL));
+    cr_assert(gate_wait_arrived(&g, 4));
+    gate_open(&g);
+    for (int i = 0; i < 4; i++) {
+        wait_ok(cfs[i]);
+        evexec_cfuture_release(cfs[i]);
+    }
+    /* Wait until three workers have run thread_exit, then give a fourth
+     * (wrongly) leaving one ample time to show up. */
+    for (long waited = 0; atomic_load(&hooks.exits) < 3 && waited < HANG_BOUND_MS; waited += 2)
+        sleep_ms(2);
+    sleep_ms(6 * cfg.idle_timeout_ms + 400);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(atomic_load(&hooks.exits), 3, "%d workers exited, min_workers is 1",
+                 atomic_load(&hooks.exits));
+    cr_assert_eq(st.threads, 1);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+Test(pool, idle_worker_without_min_workers_exits_after_idle_timeout)
+{
+    struct evexec_pool_config cfg = { .max_workers = 2, .idle_timeout_ms = 30 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    wait_ok(cf);
+    evexec_cfuture_release(cf);
+    struct evexec_pool_stats st = wait_threads(pool, 0);
+    cr_assert_eq(st.threads, 0);
+    cr_assert_eq(st.threads_started, 1);
+    /* A pool whose workers all timed out still takes work. */
+    cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    wait_ok(cf);
+    evexec_cfuture_release(cf);
+    cr_assert_eq(stats_of(pool).threads_started, 2);
+    evexec_pool_free(pool);
+}
+
+Test(pool, thread_init_and_exit_run_once_per_worker)
+{
+    struct hook_counts hooks = {0};
+    struct evexec_pool_config cfg = {
+        .max_workers = 3,
+        .thread_init = counting_init, .thread_exit = counting_exit, .thread_ctx = &hooks,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *cfs[9];
+    for (int i = 0; i < 9; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, blocking_task, &g, NULL));
+    cr_assert(gate_wait_arrived(&g, 3));
+    gate_open(&g);
+    for (int i = 0; i < 9; i++) {
+        wait_ok(cfs[i]);
+        evexec_cfuture_release(cfs[i]);
+    }
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.threads_started, 3);
+    cr_assert_eq(atomic_load(&hooks.inits), 3);
+    cr_assert_eq(atomic_load(&hooks.exits), 3);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&hooks.exits), 3);
+    gate_destroy(&g);
+}
+
+Test(pool, failing_thread_init_breaks_the_pool)
+{
+    struct gate init_gate;
+    gate_init(&init_gate);
+    struct hook_counts hooks = { .fail_from = 1, .init_gate = &init_gate };
+    struct evexec_pool_config cfg = {
+        .max_workers = 1,
+        .thread_init = counting_init, .thread_exit = counting_exit, .thread_ctx = &hooks,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    atomic_int runs = 0;
+    struct evexec_cfuture *cfs[5];
+    for (int i = 0; i < 5; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, count_task, &runs, NULL));
+    /* The worker is inside thread_init: everything is still queued. */
+    cr_assert(gate_wait_arrived(&init_gate, 1));
+    gate_open(&init_gate);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(evexec_cfuture_result(cfs[i], HANG_BOUND_MS, NULL), EVEXEC_EBROKEN);
+        cr_assert_eq(evexec_cfuture_state(cfs[i]), EVEXEC_FINISHED);
+        evexec_cfuture_release(cfs[i]);
+    }
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(pool, count_task, &runs, NULL));
+    cr_assert_eq(errno, EVEXEC_EBROKEN);
+    evexec_pool_free(pool); /* must not hang */
+    cr_assert_eq(atomic_load(&runs), 0);
+    cr_assert_eq(atomic_load(&hooks.inits), 1);
+    cr_assert_eq(atomic_load(&hooks.exits), 0, "thread_exit ran for a failed thread_init");
+    gate_destroy(&init_gate);
+}
+
+Test(pool, failing_thread_init_of_a_later_worker_fails_work_without_hanging)
+{
+    struct hook_counts hooks = { .fail_from = 2 };
+    struct evexec_pool_config cfg = {
+        .max_workers = 3,
+        .thread_init = counting_init, .thread_exit = counting_exit, .thread_ctx = &hooks,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    /* The first worker blocks, so a second one is made and its init fails. */
+    struct evexec_cfuture *first = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(first);
+    cr_assert(gate_wait_arrived(&g, 1));
+    struct evexec_cfuture *second = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(second);
+    cr_assert_eq(evexec_cfuture_result(second, HANG_BOUND_MS, NULL), EVEXEC_EBROKEN);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(pool, noop_task, NULL, NULL));
+    cr_assert_eq(errno, EVEXEC_EBROKEN);
+    /* The task that was already running finishes normally. */
+    gate_open(&g);
+    cr_assert_eq(evexec_cfuture_result(first, HANG_BOUND_MS, NULL), 0);
+    evexec_cfuture_release(first);
+    evexec_cfuture_release(second);
+    evexec_pool_free(pool);
+    int inits = atomic_load(&hooks.inits);
+    cr_assert_geq(inits, 2);
+    /* Only the workers whose init succeeded (the first) run thread_exit. */
+    cr_assert_eq(atomic_load(&hooks.exits), 1);
+    gate_destroy(&g);
+}
+
+/* ---- queue ---------------------------------------------------------------- */
+
+struct order_log {
+    atomic_int next;
+    int order[64];
+};
+
+struct order_arg {
+    struct order_log *log;
+    int index;
+};
+
+static int record_order_task(void *arg, void **result)
+{
+    (void)result;
+    struct order_arg *a = arg;
+    int slot = atomic_fetch_add(&a->log->next, 1);
+    if (slot < 64)
+        a->log->order[slot] = a->index;
+    return 0;
+}
+
+Test(pool, single_worker_runs_tasks_in_fifo_order)
+{
+    struct evexec_pool_config cfg = { .max_workers = 1 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&g, 1));
+    struct order_log log = {0};
+    struct order_arg args[50];
+    struct evexec_cfuture *cfs[50];
+    for (int i = 0; i < 50; i++) {
+        args[i] = (struct order_arg){ &log, i };
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, record_order_task, &args[i], NULL));
+    }
+    cr_assert_eq(stats_of(pool).queued, 50);
+    gate_open(&g);
+    wait_ok(blocker);
+    evexec_cfuture_release(blocker);
+    for (int i = 0; i < 50; i++) {
+        wait_ok(cfs[i]);
+        evexec_cfuture_release(cfs[i]);
+    }
+    cr_assert_eq(atomic_load(&log.next), 50);
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(log.order[i], i, "task %d ran in position %d", log.order[i], i);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+Test(pool, full_bounded_queue_rejects_with_eagain)
+{
+    struct evexec_pool_config cfg = { .max_workers = 1, .max_queued = 2 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    atomic_int runs = 0;
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&g, 1)); /* running: the queue is empty */
+    struct evexec_cfuture *q1 = evexec_pool_submit(pool, count_task, &runs, NULL);
+    struct evexec_cfuture *q2 = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(q1);
+    cr_assert_not_null(q2);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(pool, count_task, &runs, NULL));
+    cr_assert_eq(errno, EAGAIN);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.submitted, 3, "a rejected task was counted as submitted");
+    cr_assert_eq(st.queued, 2);
+    gate_open(&g);
+    wait_ok(q1);
+    wait_ok(q2);
+    wait_ok(blocker);
+    /* Room again once the queue drained. */
+    struct evexec_cfuture *q3 = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(q3);
+    wait_ok(q3);
+    cr_assert_eq(atomic_load(&runs), 3);
+    evexec_cfuture_release(blocker);
+    evexec_cfuture_release(q1);
+    evexec_cfuture_release(q2);
+    evexec_cfuture_release(q3);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+
+struct load {
+    struct evexec_pool *pool;
+    atomic_int running, max_running, done;
+};
+
+struct load_submitter_arg {
+    struct load *load;
+    int count;
+    int failures; /* written by its submitter thread only, read after join */
+};
+
+static int load_task(void *arg, void **result)
+{
+    (void)result;
+    struct load *l = arg;
+    int now = atomic_fetch_add(&l->running, 1) + 1;
+    int seen = atomic_load(&l->max_running);
+    while (now > seen && !atomic_compare_exchange_weak(&l->max_running, &seen, now))
+        ;
+    sched_yield();
+    atomic_fetch_sub(&l->running, 1);
+    atomic_fetch_add(&l->done, 1);
+    return 0;
+}
+
+static void *load_submitter(void *arg)
+{
+    struct load_submitter_arg *a = arg;
+    for (int i = 0; i < a->count; i++) {
+        struct evexec_cfuture *cf = evexec_pool_submit(a->load->pool, load_task, a->load, NULL);
+        if (!cf) {
+            a->failures++;
+            continue;
+        }
+        evexec_cfuture_release(cf);
+    }
+    return NULL;
+}
+
+Test(pool, workers_never_exceed_max_workers_under_load)
+{
+    struct evexec_pool_config cfg = { .max_workers = 3 };
+    struct load load = { .pool = evexec_pool_new(&cfg) };
+    cr_assert_not_null(load.pool);
+    struct load_submitter_arg args[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct load_submitter_arg){ .load = &load, .count = 300 };
+        cr_assert_eq(pthread_create(&threads[i], NULL, load_submitter, &args[i]), 0);
+    }
+    unsigned max_threads_seen = 0;
+    for (int polls = 0; polls < 200; polls++) {
+        struct evexec_pool_stats st = stats_of(load.pool);
+        if (st.threads > max_threads_seen)
+            max_threads_seen = st.threads;
+        sched_yield();
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+    cr_assert_eq(evexec_pool_shutdown(load.pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    struct evexec_pool_stats st = stats_of(load.pool);
+    cr_assert_leq(max_threads_seen, 3);
+    cr_assert_leq(st.threads_started, 3);
+    cr_assert_eq(st.threads, 0);
+    cr_assert_eq(st.completed, 4 * 300);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(args[i].failures, 0);
+    cr_assert_eq(atomic_load(&load.done), 4 * 300);
+    cr_assert_leq(atomic_load(&load.max_running), 3);
+    evexec_pool_free(load.pool);
+}
+
+Test(pool, stats_count_submitted_completed_and_cancelled)
+{
+    struct evexec_pool_config cfg = { .max_workers = 1 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&g, 1));
+    struct evexec_cfuture *cfs[6];
+    for (int i = 0; i < 6; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, noop_task, NULL, NULL));
+    cr_assert(evexec_cfuture_cancel(cfs[1]));
+    cr_assert(evexec_cfuture_cancel(cfs[4]));
+    gate_open(&g);
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.submitted, 7);
+    cr_assert_eq(st.completed, 5);
+    cr_assert_eq(st.cancelled, 2);
+    cr_assert_eq(st.queued, 0);
+    cr_assert_eq(st.threads, 0);
+    cr_assert_eq(st.idle, 0);
+    evexec_cfuture_release(blocker);
+    for (int i = 0; i < 6; i++)
+        evexec_cfuture_release(cfs[i]);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+/* ---- shutdown -------------------------------------------------------------- */
+
+/* A single worker held at a gate with `n` counting tasks queued behind it. */
+struct held_pool {
+    struct evexec_pool *pool;
+    struct gate gate;
+    struct evexec_cfuture *blocker;
+    struct evexec_cfuture *queued[8];
+    int n;
+    atomic_int runs;
+};
+
+static void held_pool_init(struct held_pool *h, int n)
+{
+    struct evexec_pool_config cfg = { .max_workers = 1 };
+    h->pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(h->pool);
+    gate_init(&h->gate);
+    atomic_init(&h->runs, 0);
+    h->n = n;
+    h->blocker = evexec_pool_submit(h->pool, blocking_task, &h->gate, NULL);
+    cr_assert_not_null(h->blocker);
+    cr_assert(gate_wait_arrived(&h->gate, 1));
+    for (int i = 0; i < n; i++)
+        cr_assert_not_null(h->queued[i] = evexec_pool_submit(h->pool, count_task, &h->runs, NULL));
+}
+
+static void held_pool_release_futures(struct held_pool *h)
+{
+    evexec_cfuture_release(h->blocker);
+    for (int i = 0; i < h->n; i++)
+        evexec_cfuture_release(h->queued[i]);
+}
+
+Test(pool, shutdown_without_wait_returns_at_once_and_queued_work_still_runs)
+{
+    struct held_pool h;
+    held_pool_init(&h, 5);
+    /* The worker is blocked: a shutdown that waited would never return. */
+    cr_assert_eq(evexec_pool_shutdown(h.pool, 0), 0);
+    cr_assert_eq(atomic_load(&h.runs), 0);
+    gate_open(&h.gate);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(evexec_cfuture_result(h.queued[i], HANG_BOUND_MS, NULL), 0);
+        cr_assert_eq(evexec_cfuture_state(h.queued[i]), EVEXEC_FINISHED);
+    }
+    cr_assert_eq(atomic_load(&h.runs), 5);
+    held_pool_release_futures(&h);
+    evexec_pool_free(h.pool);
+    gate_destroy(&h.gate);
+}
+
+Test(pool, shutdown_wait_joins_every_worker)
+{
+    struct hook_counts hooks = {0};
+    struct evexec_pool_config cfg = {
+        .max_workers = 3,
+        .thread_exit = counting_exit, .thread_ctx = &hooks,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *cfs[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, blocking_task, &g, NULL));
+    cr_assert(gate_wait_arrived(&g, 3));
+    gate_open(&g);
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.threads, 0);
+    cr_assert_eq(st.idle, 0);
+    cr_assert_eq(atomic_load(&hooks.exits), 3);
+    for (int i = 0; i < 3; i++) {
+        /* Joined workers finished their tasks: no wait needed. */
+        cr_assert_eq(evexec_cfuture_result(cfs[i], 0, NULL), 0);
+        evexec_cfuture_release(cfs[i]);
+    }
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+static void note_final_state(struct evexec_cfuture *cf, void *arg)
+{
+    atomic_store((atomic_int *)arg, evexec_cfuture_state(cf) + 100);
+}
+
+Test(pool, shutdown_cancel_pending_cancels_queued_tasks)
+{
+    struct held_pool h;
+    held_pool_init(&h, 5);
+    atomic_int seen[5];
+    for (int i = 0; i < 5; i++) {
+        atomic_init(&seen[i], 0);
+        cr_assert_eq(evexec_cfuture_add_done_callback(h.queued[i], note_final_state, &seen[i]), 0);
+    }
+    cr_assert_eq(evexec_pool_shutdown(h.pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), 0);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(evexec_cfuture_state(h.queued[i]), EVEXEC_CANCELLED);
+        cr_assert_eq(evexec_cfuture_result(h.queued[i], 0, NULL), ECANCELED);
+        cr_assert_eq(atomic_load(&seen[i]), EVEXEC_CANCELLED + 100);
+    }
+    /* The running task is not touched. */
+    cr_assert_eq(evexec_cfuture_state(h.blocker), EVEXEC_RUNNING);
+    gate_open(&h.gate);
+    cr_assert_eq(evexec_cfuture_result(h.blocker, HANG_BOUND_MS, NULL), 0);
+    cr_assert_eq(evexec_pool_shutdown(h.pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    cr_assert_eq(atomic_load(&h.runs), 0, "a task cancelled by shutdown ran");
+    cr_assert_eq(stats_of(h.pool).cancelled, 5);
+    held_pool_release_futures(&h);
+    evexec_pool_free(h.pool);
+    gate_destroy(&h.gate);
+}
+
+Test(pool, submit_after_shutdown_fails_with_eshutdown)
+{
+    struct evexec_pool *pool = evexec_pool_new(NULL);
+    cr_assert_not_null(pool);
+    cr_assert_eq(evexec_pool_shutdown(pool, 0), 0);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(pool, noop_task, NULL, NULL));
+    cr_assert_eq(errno, ESHUTDOWN);
+    cr_assert_eq(stats_of(pool).submitted, 0);
+    evexec_pool_free(pool);
+}
+
+Test(pool, shutdown_twice_is_harmless_and_may_add_flags)
+{
+    struct held_pool h;
+    held_pool_init(&h, 3);
+    cr_assert_eq(evexec_pool_shutdown(h.pool, 0), 0);
+    cr_assert_eq(evexec_pool_shutdown(h.pool, 0), 0);
+    /* A second call adds CANCEL_PENDING to the first. */
+    cr_assert_eq(evexec_pool_shutdown(h.pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(evexec_cfuture_state(h.queued[i]), EVEXEC_CANCELLED);
+    gate_open(&h.gate);
+    cr_assert_eq(evexec_pool_shutdown(h.pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    cr_assert_eq(evexec_pool_shutdown(h.pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    cr_assert_eq(stats_of(h.pool).threads, 0);
+    cr_assert_eq(atomic_load(&h.runs), 0);
+    held_pool_release_futures(&h);
+    evexec_pool_free(h.pool);
+    gate_destroy(&h.gate);
+}
+
+struct self_shutdown {
+    struct evexec_pool *pool;
+    unsigned flags;
+    int rc;
+};
+
+static int shutdown_own_pool_task(void *arg, void **result)
+{
+    (void)result;
+    struct self_shutdown *s = arg;
+    s->rc = evexec_pool_shutdown(s->pool, s->flags);
+    return 0;
+}
+
+Test(pool, shutdown_wait_from_own_worker_is_edeadlk_and_changes_nothing)
+{
+    struct evexec_pool_config cfg = { .max_workers = 1 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&g, 1));
+    struct self_shutdown s = {
+        .pool = pool, .flags = EVEXEC_SHUTDOWN_WAIT | EVEXEC_SHUTDOWN_CANCEL_PENDING, .rc = -1,
+    };
+    struct evexec_cfuture *self = evexec_pool_submit(pool, shutdown_own_pool_task, &s, NULL);
+    atomic_int runs = 0;
+    struct evexec_cfuture *behind = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(self);
+    cr_assert_not_null(behind);
+    gate_open(&g);
+    cr_assert_eq(evexec_cfuture_result(self, HANG_BOUND_MS, NULL), 0);
+    cr_assert_eq(s.rc, EDEADLK);
+    /* Nothing changed: the task queued behind was not cancelled, and the
+     * pool still takes work. */
+    cr_assert_eq(evexec_cfuture_result(behind, HANG_BOUND_MS, NULL), 0);
+    struct evexec_cfuture *later = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(later, "pool refused work after an EDEADLK shutdown");
+    cr_assert_eq(evexec_cfuture_result(later, HANG_BOUND_MS, NULL), 0);
+    cr_assert_eq(atomic_load(&runs), 2);
+    evexec_cfuture_release(blocker);
+    evexec_cfuture_release(self);
+    evexec_cfuture_release(behind);
+    evexec_cfuture_release(later);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+Test(pool, pool_free_null_is_a_noop)
+{
+    evexec_pool_free(NULL);
+}
+
+/* Holds the only worker until the pool is shut down, which it notices by a
+ * probing submission failing with ESHUTDOWN. */
+struct shutdown_probe {
+    struct evexec_pool *pool;
+    int probe_errno;
+};
+
+static int hold_until_shutdown_task(void *arg, void **result)
+{
+    (void)result;
+    struct shutdown_probe *p = arg;
+    for (long waited = 0; waited < HANG_BOUND_MS; waited++) {
+        struct evexec_cfuture *probe = evexec_pool_submit(p->pool, noop_task, NULL, NULL);
+        if (!probe) {
+            p->probe_errno = errno;
+            return 0;
+        }
+        evexec_cfuture_release(probe);
+        sleep_ms(1);
+    }
+    return ETIMEDOUT;
+}
+
+Test(pool, pool_free_runs_queued_work_first)
+{
+    struct evexec_pool_config cfg = { .max_workers = 1 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct shutdown_probe probe = { .pool = pool };
+    struct evexec_cfuture *holder = evexec_pool_submit(pool, hold_until_shutdown_task, &probe, NULL);
+    cr_assert_not_null(holder);
+    atomic_int runs = 0;
+    struct evexec_cfuture *cfs[20];
+    for (int i = 0; i < 20; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, count_task, &runs, NULL));
+    /* The holder keeps the tasks queued until pool_free shuts the pool down. */
+    evexec_pool_free(pool);
+    cr_assert_eq(probe.probe_errno, ESHUTDOWN);
+    cr_assert_eq(evexec_cfuture_result(holder, 0, NULL), 0);
+    cr_assert_eq(atomic_load(&runs), 20);
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(evexec_cfuture_result(cfs[i], 0, NULL), 0);
+        evexec_cfuture_release(cfs[i]);
+    }
+    evexec_cfuture_release(holder);
+}
+
+/* ---- bad input ---------------------------------------------------------------- */
+
+Test(pool, submit_with_null_pool_or_null_fn_is_einval)
+{
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(NULL, noop_task, NULL, NULL));
+    cr_assert_eq(errno, EINVAL);
+    struct evexec_pool *pool = evexec_pool_new(NULL);
+    cr_assert_not_null(pool);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(pool, NULL, NULL, NULL));
+    cr_assert_eq(errno, EINVAL);
+    cr_assert_eq(stats_of(pool).submitted, 0);
+    evexec_pool_free(pool);
+}
+
+Test(pool, shutdown_with_unknown_flag_or_null_pool_is_einval)
+{
+    cr_assert_eq(evexec_pool_shutdown(NULL, 0), EINVAL);
+    struct evexec_pool *pool = evexec_pool_new(NULL);
+    cr_assert_not_null(pool);
+    cr_assert_eq(evexec_pool_shutdown(pool, 0x80u), EINVAL);
+    /* Rejected: the pool still takes work. */
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    wait_ok(cf);
+    evexec_cfuture_release(cf);
+    evexec_pool_free(pool);
+}
+
+Test(pool, min_workers_above_max_workers_is_einval)
+{
+    struct evexec_pool_config cfg = { .max_workers = 2, .min_workers = 3 };
+    errno = 0;
+    cr_assert_null(evexec_pool_new(&cfg));
+    cr_assert_eq(errno, EINVAL);
+}
+
+Test(pool, get_stats_with_null_argument_is_einval)
+{
+    struct evexec_pool_stats st;
+    cr_assert_eq(evexec_pool_get_stats(NULL, &st), EINVAL);
+    struct evexec_pool *pool = evexec_pool_new(NULL);
+    cr_assert_not_null(pool);
+    cr_assert_eq(evexec_pool_get_stats(pool, NULL), EINVAL);
+    evexec_pool_free(pool);
+}
+
+/* ---- what a worker thread looks like ---------------------------------------- */
+
+struct probe_result {
+    int unblocked_signal;   /* first blockable signal found unblocked, 0 none */
+    char name[32];
+    int nice;
+    int nice_errno;
+};
+
+static int probe_worker_task(void *arg, void **result)
+{
+    (void)result;
+    struct probe_result *r = arg;
+    sigset_t mask;
+    sigemptyset(&mask);
+    pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    r->unblocked_signal = 0;
+    /* 1..31 are the standard signals; glibc keeps 32 and 33 for itself
+     * (they cannot be blocked), the real-time ones start at SIGRTMIN. */
+    for (int sig = 1; sig <= 31 && !r->unblocked_signal; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP && !sigismember(&mask, sig))
+            r->unblocked_signal = sig;
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX && !r->unblocked_signal; sig++)
+        if (!sigismember(&mask, sig))
+            r->unblocked_signal = sig;
+    memset(r->name, 0, sizeof(r->name));
+    pthread_getname_np(pthread_self(), r->name, sizeof(r->name));
+    errno = 0;
+    r->nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    r->nice_errno = errno;
+    return 0;
+}
+
+static struct probe_result probe_worker(const struct evexec_pool_config *cfg)
+{
+    struct probe_result r;
+    memset(&r, 0, sizeof(r));
+    struct evexec_pool *pool = evexec_pool_new(cfg);
+    cr_assert_not_null(pool);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, probe_worker_task, &r, NULL);
+    cr_assert_not_null(cf);
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), 0);
+    evexec_cfuture_release(cf);
+    evexec_pool_free(pool);
+    return r;
+}
+
+static int caller_nice(void)
+{
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    cr_assert_eq(errno, 0);
+    return nice;
+}
+
+Test(pool, workers_block_all_signals)
+{
+    /* Even with every signal unblocked in the submitting thread. */
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    struct probe_result r = probe_worker(NULL);
+    cr_assert_eq(r.unblocked_signal, 0, "signal %d is not blocked in a worker",
+                 r.unblocked_signal);
+}
+
+Test(pool, worker_thread_name_starts_with_configured_prefix)
+{
+    struct evexec_pool_config cfg = { .thread_name = "crunch" };
+    struct probe_result r = probe_worker(&cfg);
+    cr_assert_eq(strncmp(r.name, "crunch", 6), 0, "worker is named \"%s\"", r.name);
+}
+
+Test(pool, worker_thread_name_defaults_to_evexec)
+{
+    struct probe_result r = probe_worker(NULL);
+    cr_assert_eq(strncmp(r.name, "evexec", 6), 0, "worker is named \"%s\"", r.name);
+}
+
+Test(pool, default_worker_nice_lowers_worker_priority)
+{
+    int mine = caller_nice();
+    if (mine + EVEXEC_DEFAULT_WORKER_NICE > 19)
+        cr_skip_test("the test runs at nice %d: no room to lower a worker", mine);
+    struct probe_result r = probe_worker(NULL);
+    cr_assert_eq(r.nice_errno, 0);
+    cr_assert_gt(r.nice, mine);
+    cr_assert_eq(r.nice, mine + EVEXEC_DEFAULT_WORKER_NICE);
+}
+
+Test(pool, configured_worker_nice_is_added_to_the_callers)
+{
+    int mine = caller_nice();
+    if (mine + 2 > 19)
+        cr_skip_test("the test runs at nice %d: no room to lower a worker", mine);
+    struct evexec_pool_config cfg = { .worker_nice = 2 };
+    struct probe_result r = probe_worker(&cfg);
+    cr_assert_eq(r.nice_errno, 0);
+    cr_assert_eq(r.nice, mine + 2);
+}
+
+Test(pool, keep_priority_flag_keeps_the_callers_priority)
+{
+    int mine = caller_nice();
+    struct evexec_pool_config cfg = { .flags = EVEXEC_POOL_KEEP_PRIORITY };
+    struct probe_result r = probe_worker(&cfg);
+    cr_assert_eq(r.nice_errno, 0);
+    cr_assert_eq(r.nice, mine);
+}
+
+Test(pool, no_spin_pool_runs_concurrent_work)
+{
+    struct evexec_pool_config cfg = { .max_workers = 2, .flags = EVEXEC_POOL_NO_SPIN };
+    struct load load = { .pool = evexec_pool_new(&cfg) };
+    cr_assert_not_null(load.pool);
+    struct load_submitter_arg args[2];
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++) {
+        args[i] = (struct load_submitter_arg){ .load = &load, .count = 200 };
+        cr_assert_eq(pthread_create(&threads[i], NULL, load_submitter, &args[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(threads[i], NULL);
+        cr_assert_eq(args[i].failures, 0);
+    }
+    evexec_pool_free(load.pool);
+    cr_assert_eq(atomic_load(&load.done), 400);
+    cr_assert_leq(atomic_load(&load.max_running), 2);
+}
