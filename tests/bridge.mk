@@ -6,7 +6,7 @@
 
 if HAVE_CRITERION
 if !EVEXEC_TSAN
-bridge_criterion_tests = tests/test_loop
+bridge_criterion_tests = tests/test_loop tests/test_future tests/test_chain
 check_PROGRAMS += $(bridge_criterion_tests)
 TESTS += $(bridge_criterion_tests)
 VALGRIND_SUITES += tests/test_loop
@@ -15,5 +15,15 @@ tests_test_loop_SOURCES = tests/test_loop.c
 tests_test_loop_CFLAGS = $(test_cflags)
 tests_test_loop_LDADD = $(test_libs)
 tests_test_loop_LDFLAGS = $(evexec_prog_link_flags)
+
+tests_test_future_SOURCES = tests/test_future.c
+tests_test_future_CFLAGS = $(test_cflags)
+tests_test_future_LDADD = $(test_libs)
+tests_test_future_LDFLAGS = $(evexec_prog_link_flags)
+
+tests_test_chain_SOURCES = tests/test_chain.c
+tests_test_chain_CFLAGS = $(test_cflags)
+tests_test_chain_LDADD = $(test_libs)
+tests_test_chain_LDFLAGS = $(evexec_prog_link_flags)
 endif
 endif

@@ -1,0 +1,937 @@
+/*
+ * test_chain.c -- the chain between the two halves: evexec_run_in_executor
+ * and evexec_wrap_cfuture. Results and errors delivered on the loop thread,
+ * the loop's default pool, cancellation both ways (a queued task never runs,
+ * a running one sees evexec_cancel_requested()), late results freed exactly
+ * once, borrowed and taken results of wrapped cfutures, two loops sharing one
+ * pool, and the allocations a run_in_executor call makes.
+ *
+ * The allocation count uses a counting malloc defined in this program, which
+ * forwards to glibc's own allocator (__libc_malloc and friends) and, being in
+ * the executable, is what libevexec's calls bind to. It counts only on threads
+ * that opted in (the loop thread while measuring, and pool workers through
+ * thread_init). It is compiled out under sanitizers, and the test skips under
+ * valgrind, which replace the allocator themselves.
+ *
+ * Worker threads only record; the main thread asserts. Dispatches are bounded
+ * by a watchdog thread that posts a loopbreak through the bridge after 20 s.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+#include "evexec.h"
+
+#define WATCHDOG_SECONDS 20
+#define GATE_SECONDS 20
+
+/* ---- counting allocator ------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define NO_MALLOC_COUNT 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define NO_MALLOC_COUNT 1
+#endif
+#endif
+#if !defined(__GLIBC__)
+#define NO_MALLOC_COUNT 1
+#endif
+
+static atomic_long counted_allocs;
+static __thread bool count_this_thread;
+
+#ifndef NO_MALLOC_COUNT
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+extern void __libc_free(void *p);
+
+void *malloc(size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_malloc(size);
+}
+
+void *calloc(size_t n, size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_realloc(p, size);
+}
+
+void free(void *p)
+{
+    __libc_free(p);
+}
+#endif
+
+/* ---- watchdog ------------------------------------------------------------ */
+
+struct watchdog {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop;
+    atomic_bool fired;
+    struct evexec_loop *loop;
+    struct event_base *base;
+};
+
+static void deadline_in(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void watchdog_break(void *arg)
+{
+    struct watchdog *wd = arg;
+    event_base_loopbreak(wd->base);
+}
+
+static void *watchdog_main(void *arg)
+{
+    struct watchdog *wd = arg;
+    struct timespec deadline;
+    deadline_in(&deadline, WATCHDOG_SECONDS * 1000L);
+    pthread_mutex_lock(&wd->lock);
+    while (!wd->stop) {
+        if (pthread_cond_timedwait(&wd->cond, &wd->lock, &deadline) == ETIMEDOUT) {
+            if (!wd->stop) {
+                atomic_store(&wd->fired, true);
+                evexec_call_soon_threadsafe(wd->loop, watchdog_break, wd);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&wd->lock);
+    return NULL;
+}
+
+/* Dispatch base, bounded; @return true if it ended by itself. */
+static bool dispatch_bounded(struct event_base *b, struct evexec_loop *l)
+{
+    struct watchdog wd = {.stop = false};
+    pthread_mutex_init(&wd.lock, NULL);
+    pthread_cond_init(&wd.cond, NULL);
+    atomic_init(&wd.fired, false);
+    wd.loop = l;
+    wd.base = b;
+    if (pthread_create(&wd.thread, NULL, watchdog_main, &wd) != 0)
+        return false;
+    int rc = event_base_dispatch(b);
+    pthread_mutex_lock(&wd.lock);
+    wd.stop = true;
+    pthread_cond_signal(&wd.cond);
+    pthread_mutex_unlock(&wd.lock);
+    pthread_join(wd.thread, NULL);
+    pthread_mutex_destroy(&wd.lock);
+    pthread_cond_destroy(&wd.cond);
+    return rc != -1 && !atomic_load(&wd.fired);
+}
+
+static struct event_base *base;
+static struct evexec_loop *loop;
+
+static void make_loop(void)
+{
+    base = event_base_new();
+    cr_assert_not_null(base);
+    loop = evexec_loop_new(base);
+    cr_assert_not_null(loop, "evexec_loop_new: %s", strerror(errno));
+}
+
+static void free_loop(void)
+{
+    evexec_loop_free(loop);
+    loop = NULL;
+    event_base_free(base);
+    base = NULL;
+}
+
+static void dispatch(void)
+{
+    cr_assert(dispatch_bounded(base, loop), "dispatch did not return within %d s",
+              WATCHDOG_SECONDS);
+}
+
+static struct evexec_pool *new_pool(unsigned workers)
+{
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = workers;
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    return pool;
+}
+
+/* ---- gate ---------------------------------------------------------------- */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool open;
+    int waiting;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+
+static void gate_pass(void)
+{
+    struct timespec deadline;
+    deadline_in(&deadline, GATE_SECONDS * 1000L);
+    pthread_mutex_lock(&gate.lock);
+    gate.waiting++;
+    pthread_cond_broadcast(&gate.cond);
+    while (!gate.open)
+        if (pthread_cond_timedwait(&gate.cond, &gate.lock, &deadline) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&gate.lock);
+}
+
+static bool gate_wait_for(int n)
+{
+    struct timespec deadline;
+    deadline_in(&deadline, GATE_SECONDS * 1000L);
+    bool ok = true;
+    pthread_mutex_lock(&gate.lock);
+    while (gate.waiting < n)
+        if (pthread_cond_timedwait(&gate.cond, &gate.lock, &deadline) == ETIMEDOUT) {
+            ok = gate.waiting >= n;
+            break;
+        }
+    pthread_mutex_unlock(&gate.lock);
+    return ok;
+}
+
+static void gate_open(void)
+{
+    pthread_mutex_lock(&gate.lock);
+    gate.open = true;
+    pthread_cond_broadcast(&gate.cond);
+    pthread_mutex_unlock(&gate.lock);
+}
+
+/* ---- work functions and counted results ---------------------------------- */
+
+static atomic_int results_freed;
+static void free_counted(void *result)
+{
+    atomic_fetch_add(&results_freed, 1);
+    free(result);
+}
+
+/* A result that remembers the value and the thread that made it. */
+struct result {
+    long value;
+    pthread_t maker;
+};
+
+static atomic_int task_runs;
+
+static int value_task(void *arg, void **result)
+{
+    atomic_fetch_add(&task_runs, 1);
+    struct result *r = malloc(sizeof(*r));
+    if (!r)
+        return ENOMEM;
+    r->value = (long)(intptr_t)arg;
+    r->maker = pthread_self();
+    *result = r;
+    return 0;
+}
+
+static int failing_task(void *arg, void **result)
+{
+    (void)result;
+    atomic_fetch_add(&task_runs, 1);
+    return (int)(intptr_t)arg;
+}
+
+/* Fails but stores a result anyway: the result must be freed, not leaked. */
+static int failing_task_with_result(void *arg, void **result)
+{
+    (void)arg;
+    *result = malloc(8);
+    return EIO;
+}
+
+static int blocker_task(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    gate_pass();
+    return 0;
+}
+
+static atomic_bool saw_cancel;
+
+/* Waits (bounded) for its future's cancellation, then returns a result. */
+static int cancel_aware_task(void *arg, void **result)
+{
+    (void)arg;
+    atomic_fetch_add(&task_runs, 1);
+    gate_pass(); /* tells the test it runs; the test opens the gate at once */
+    for (int i = 0; i < GATE_SECONDS * 1000 && !evexec_cancel_requested(); i++)
+        usleep(1000);
+    atomic_store(&saw_cancel, evexec_cancel_requested());
+    *result = malloc(8);
+    return 0;
+}
+
+/* ---- done callbacks ------------------------------------------------------ */
+
+static int cb_runs;
+static bool cb_on_loop_thread;
+static bool cb_inside_call;
+static bool in_call;
+static pthread_t loop_thread;
+static int cb_result_rc;
+static void *cb_result;
+
+static void record_done(struct evexec_future *f, void *arg)
+{
+    (void)arg;
+    cb_runs++;
+    cb_on_loop_thread = pthread_equal(pthread_self(), loop_thread);
+    if (in_call)
+        cb_inside_call = true;
+    cb_result = NULL;
+    cb_result_rc = evexec_future_result(f, &cb_result);
+}
+
+static void reset_record(void)
+{
+    cb_runs = 0;
+    cb_on_loop_thread = false;
+    cb_inside_call = false;
+    in_call = false;
+    loop_thread = pthread_self();
+    cb_result_rc = -1;
+    cb_result = NULL;
+}
+
+/* ======================================================================== */
+
+Test(chain, run_in_executor_delivers_result_on_loop_thread)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(2);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, value_task, (void *)42,
+                                                     free_counted);
+    cr_assert_not_null(f, "%s", strerror(errno));
+    cr_assert(!evexec_future_done(f));
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(cb_on_loop_thread, "the done callback ran off the loop thread");
+    cr_assert_eq(cb_result_rc, 0);
+    struct result *r = cb_result;
+    cr_assert_not_null(r);
+    cr_assert_eq(r->value, 42);
+    cr_assert(!pthread_equal(r->maker, loop_thread), "the task ran on the loop thread");
+    cr_assert(evexec_future_done(f));
+    evexec_future_release(f);
+    cr_assert_eq(atomic_load(&results_freed), 1);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, task_error_becomes_the_future_error)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, failing_task, (void *)EPERM, NULL);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert_eq(cb_result_rc, EPERM);
+    cr_assert(!evexec_future_cancelled(f));
+    cr_assert_eq(evexec_future_take_result(f, NULL), EPERM);
+    evexec_future_release(f);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, result_stored_by_a_failing_task_is_freed)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, failing_task_with_result, NULL,
+                                                     free_counted);
+    cr_assert_not_null(f);
+    dispatch();
+    cr_assert_eq(evexec_future_result(f, NULL), EIO);
+    evexec_future_release(f);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1);
+    free_loop();
+}
+
+Test(chain, run_in_executor_rejects_bad_arguments)
+{
+    make_loop();
+    errno = 0;
+    cr_assert_null(evexec_run_in_executor(NULL, NULL, value_task, NULL, NULL));
+    cr_assert_eq(errno, EINVAL);
+    errno = 0;
+    cr_assert_null(evexec_run_in_executor(loop, NULL, NULL, NULL, NULL));
+    cr_assert_eq(errno, EINVAL);
+    errno = 0;
+    cr_assert_null(evexec_wrap_cfuture(loop, NULL));
+    cr_assert_eq(errno, EINVAL);
+    errno = 0;
+    cr_assert_null(evexec_wrap_cfuture(NULL, NULL));
+    cr_assert_eq(errno, EINVAL);
+    free_loop();
+}
+
+Test(chain, run_in_executor_on_shut_down_pool_fails_with_eshutdown)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    cr_assert_eq(evexec_pool_shutdown(pool, 0), 0);
+    errno = 0;
+    cr_assert_null(evexec_run_in_executor(loop, pool, value_task, NULL, free_counted));
+    cr_assert_eq(errno, ESHUTDOWN);
+    cr_assert_eq(atomic_load(&task_runs), 0);
+    /* Nothing is in flight: dispatch returns at once. */
+    dispatch();
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, null_pool_uses_the_loop_default_pool)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *dflt = evexec_loop_default_pool(loop);
+    cr_assert_not_null(dflt);
+    cr_assert_eq(evexec_loop_default_pool(loop), dflt, "a second default pool was made");
+    struct evexec_pool_stats before, after;
+    cr_assert_eq(evexec_pool_get_stats(dflt, &before), 0);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, NULL, value_task, (void *)7, free_counted);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    dispatch();
+    cr_assert_eq(evexec_pool_get_stats(dflt, &after), 0);
+    cr_assert_eq(after.submitted - before.submitted, 1, "the task did not go to the default pool");
+    cr_assert_eq(cb_result_rc, 0);
+    cr_assert_eq(((struct result *)cb_result)->value, 7);
+    evexec_future_release(f);
+    cr_assert_eq(atomic_load(&results_freed), 1);
+    free_loop(); /* owns and shuts down the default pool */
+}
+
+Test(chain, result_is_freed_once_even_if_future_released_before_delivery)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, value_task, NULL, free_counted);
+    cr_assert_not_null(f);
+    evexec_future_release(f); /* releasing never cancels */
+    dispatch();                /* still in flight: dispatch waits for it */
+    cr_assert_eq(atomic_load(&task_runs), 1);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1);
+    free_loop();
+}
+
+Test(chain, take_result_of_chained_future_transfers_ownership)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, value_task, (void *)5, free_counted);
+    cr_assert_not_null(f);
+    dispatch();
+    struct result *r = NULL;
+    cr_assert_eq(evexec_future_take_result(f, (void **)&r), 0);
+    cr_assert_not_null(r);
+    cr_assert_eq(r->value, 5);
+    cr_assert_eq(evexec_future_result(f, NULL), EVEXEC_ETAKEN);
+    evexec_future_release(f);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 0, "a taken result was freed by the library");
+    free(r);
+    free_loop();
+}
+
+Test(chain, cancel_pending_chained_future_means_task_never_runs)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_for(1), "the blocker never started");
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, value_task, NULL, free_counted);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    in_call = true;
+    cr_assert(evexec_future_cancel(f));
+    in_call = false;
+    cr_assert(evexec_future_cancelled(f));
+    cr_assert_eq(evexec_future_result(f, NULL), ECANCELED);
+    gate_open();
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(!cb_inside_call);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    evexec_pool_free(pool); /* the worker reached the cancelled task */
+    cr_assert_eq(atomic_load(&task_runs), 0, "a cancelled queued task ran");
+    cr_assert_eq(atomic_load(&results_freed), 0);
+    evexec_future_release(f);
+    evexec_cfuture_release(blocker);
+    free_loop();
+}
+
+Test(chain, cancel_running_chained_future_requests_cancel_and_frees_late_result_once)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, cancel_aware_task, NULL,
+                                                     free_counted);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    cr_assert(gate_wait_for(1), "the task never started");
+    gate_open();
+    cr_assert(evexec_future_cancel(f), "a loop future is cancelled whatever its task does");
+    cr_assert(evexec_future_cancelled(f));
+    dispatch(); /* the late delivery keeps the loop alive until disposed of */
+    cr_assert_eq(cb_runs, 1);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    cr_assert(atomic_load(&saw_cancel), "evexec_cancel_requested() never turned true");
+    cr_assert_eq(atomic_load(&task_runs), 1);
+    cr_assert(evexec_future_cancelled(f), "the late result overwrote the cancellation");
+    cr_assert_eq(evexec_future_result(f, NULL), ECANCELED);
+    cr_assert_eq(atomic_load(&results_freed), 1);
+    evexec_future_release(f);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1, "the late result was freed twice");
+    free_loop();
+}
+
+Test(chain, cancel_requested_is_false_outside_work_functions)
+{
+    cr_assert(!evexec_cancel_requested());
+}
+
+Test(chain, in_flight_counts_undelivered_chains)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(2);
+    struct evexec_future *f[3];
+    for (int i = 0; i < 3; i++) {
+        f[i] = evexec_run_in_executor(loop, pool, value_task, NULL, free_counted);
+        cr_assert_not_null(f[i]);
+    }
+    struct evexec_loop_stats st;
+    cr_assert_eq(evexec_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(st.in_flight, 3);
+    dispatch();
+    cr_assert_eq(evexec_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(st.in_flight, 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(evexec_future_done(f[i]));
+        evexec_future_release(f[i]);
+    }
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+/* ---- wrap_cfuture ---------------------------------------------------------- */
+
+Test(chain, wrap_cfuture_mirrors_result_and_borrows_it)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, (void *)9, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f, "%s", strerror(errno));
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(cb_on_loop_thread);
+    cr_assert_eq(cb_result_rc, 0);
+    void *from_cf = NULL;
+    cr_assert_eq(evexec_cfuture_result(cf, 0, &from_cf), 0);
+    cr_assert_eq(cb_result, from_cf, "the loop future does not show the cfuture's result");
+    cr_assert_eq(((struct result *)from_cf)->value, 9);
+    /* Borrowed: releasing the loop future leaves the result to the cfuture. */
+    evexec_future_release(f);
+    cr_assert_eq(atomic_load(&results_freed), 0);
+    cr_assert_eq(evexec_cfuture_result(cf, 0, &from_cf), 0);
+    evexec_cfuture_release(cf);
+    cr_assert_eq(atomic_load(&results_freed), 1);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, wrap_cfuture_mirrors_error)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, failing_task, (void *)ENOENT, NULL);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    evexec_cfuture_release(cf); /* the loop future holds its own reference */
+    dispatch();
+    cr_assert_eq(evexec_future_result(f, NULL), ENOENT);
+    evexec_future_release(f);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, take_through_wrapping_future_takes_from_the_cfuture_too)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, (void *)3, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    dispatch();
+    void *taken = NULL;
+    cr_assert_eq(evexec_future_take_result(f, &taken), 0);
+    cr_assert_not_null(taken);
+    void *r = NULL;
+    cr_assert_eq(evexec_cfuture_result(cf, 0, &r), EVEXEC_ETAKEN);
+    cr_assert_eq(evexec_cfuture_take_result(cf, 0, &r), EVEXEC_ETAKEN);
+    cr_assert_eq(evexec_future_result(f, &r), EVEXEC_ETAKEN);
+    evexec_future_release(f);
+    evexec_cfuture_release(cf);
+    cr_assert_eq(atomic_load(&results_freed), 0, "a taken result was freed by the library");
+    free(taken);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, take_through_cfuture_shows_as_taken_in_wrapping_future)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, (void *)3, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    dispatch();
+    void *taken = NULL;
+    cr_assert_eq(evexec_cfuture_take_result(cf, 0, &taken), 0);
+    cr_assert_eq(evexec_future_result(f, NULL), EVEXEC_ETAKEN);
+    cr_assert_eq(evexec_future_take_result(f, NULL), EVEXEC_ETAKEN);
+    evexec_future_release(f);
+    evexec_cfuture_release(cf);
+    cr_assert_eq(atomic_load(&results_freed), 0);
+    free(taken);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, wrap_of_already_done_cfuture_still_delivers_asynchronously)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, (void *)11, free_counted);
+    cr_assert_not_null(cf);
+    cr_assert_eq(evexec_cfuture_wait(cf, -1), 0);
+    in_call = true;
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    in_call = false;
+    cr_assert(!evexec_future_done(f), "wrapping a done cfuture completed the future synchronously");
+    cr_assert_eq(cb_runs, 0);
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(!cb_inside_call);
+    cr_assert_eq(cb_result_rc, 0);
+    cr_assert_eq(((struct result *)cb_result)->value, 11);
+    evexec_future_release(f);
+    evexec_cfuture_release(cf);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, wrap_of_cancelled_cfuture_is_cancelled)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_for(1));
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, NULL, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    cr_assert(evexec_cfuture_cancel(cf));
+    dispatch();
+    cr_assert(evexec_future_cancelled(f));
+    cr_assert_eq(evexec_future_result(f, NULL), ECANCELED);
+    gate_open();
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&task_runs), 0);
+    evexec_future_release(f);
+    evexec_cfuture_release(cf);
+    evexec_cfuture_release(blocker);
+    free_loop();
+}
+
+Test(chain, cancelling_wrapping_future_cancels_the_pending_cfuture)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_for(1), "the blocker never started");
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, NULL, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    cr_assert(evexec_future_cancel(f));
+    cr_assert_eq(evexec_cfuture_state(cf), EVEXEC_CANCELLED);
+    cr_assert_eq(evexec_cfuture_result(cf, 0, NULL), ECANCELED);
+    gate_open();
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&task_runs), 0, "the cancelled cfuture's task ran");
+    evexec_future_release(f);
+    evexec_cfuture_release(cf);
+    evexec_cfuture_release(blocker);
+    free_loop();
+}
+
+/* ---- two loops, two threads, one pool ------------------------------------- */
+
+#define LOOP_TASKS 200
+
+struct loop_thread_ctx {
+    struct evexec_pool *pool;
+    long id;
+    /* recorded by the thread, checked by the main thread */
+    bool setup_ok;
+    bool dispatch_ok;
+    int delivered;
+    int wrong_value;
+    int wrong_thread;
+    pthread_t self;
+};
+
+static void two_loops_done(struct evexec_future *f, void *arg)
+{
+    struct loop_thread_ctx *ctx = arg;
+    void *r = NULL;
+    ctx->delivered++;
+    if (!pthread_equal(pthread_self(), ctx->self))
+        ctx->wrong_thread++;
+    if (evexec_future_result(f, &r) != 0 || ((struct result *)r)->value / 1000 != ctx->id)
+        ctx->wrong_value++;
+    evexec_future_release(f);
+}
+
+static void *loop_thread_main(void *arg)
+{
+    struct loop_thread_ctx *ctx = arg;
+    ctx->self = pthread_self();
+    struct event_base *b = event_base_new();
+    struct evexec_loop *l = b ? evexec_loop_new(b) : NULL;
+    if (!l) {
+        if (b)
+            event_base_free(b);
+        return NULL;
+    }
+    ctx->setup_ok = true;
+    for (long i = 0; i < LOOP_TASKS; i++) {
+        struct evexec_future *f = evexec_run_in_executor(l, ctx->pool, value_task,
+                                                         (void *)(intptr_t)(ctx->id * 1000 + i),
+                                                         free_counted);
+        if (!f || evexec_future_add_done_callback(f, two_loops_done, ctx) != 0) {
+            ctx->setup_ok = false;
+            evexec_future_release(f);
+        }
+    }
+    ctx->dispatch_ok = dispatch_bounded(b, l);
+    evexec_loop_free(l);
+    event_base_free(b);
+    return NULL;
+}
+
+Test(chain, two_loops_in_two_threads_share_one_pool, .timeout = 60)
+{
+    struct evexec_pool *pool = new_pool(2);
+    atomic_store(&results_freed, 0);
+    struct loop_thread_ctx ctx[2] = {{.pool = pool, .id = 1}, {.pool = pool, .id = 2}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, loop_thread_main, &ctx[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        cr_assert(ctx[i].setup_ok, "loop %d: setup failed", i);
+        cr_assert(ctx[i].dispatch_ok, "loop %d: dispatch hung", i);
+        cr_assert_eq(ctx[i].delivered, LOOP_TASKS, "loop %d", i);
+        cr_assert_eq(ctx[i].wrong_thread, 0, "loop %d: delivered on another thread", i);
+        cr_assert_eq(ctx[i].wrong_value, 0, "loop %d: got the other loop's results", i);
+    }
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 2 * LOOP_TASKS);
+}
+
+/* ---- allocations per run_in_executor ----------------------------------- */
+
+static int count_allocs_on_worker(void *ctx)
+{
+    (void)ctx;
+    count_this_thread = true;
+    return 0;
+}
+
+static int static_result_task(void *arg, void **result)
+{
+    static int token;
+    (void)arg;
+    *result = &token;
+    return 0;
+}
+
+#define ALLOC_ROUNDS 100
+
+static struct evexec_pool *alloc_pool;
+static int alloc_rounds;
+static long alloc_max_per_call, alloc_total, alloc_before_all;
+static bool alloc_submit_failed;
+
+static void alloc_round_done(struct evexec_future *f, void *arg);
+
+static void alloc_submit_next(void)
+{
+    long before = atomic_load(&counted_allocs);
+    struct evexec_future *f = evexec_run_in_executor(loop, alloc_pool, static_result_task, NULL,
+                                                     NULL);
+    long made = atomic_load(&counted_allocs) - before;
+    if (made > alloc_max_per_call)
+        alloc_max_per_call = made;
+    if (!f || evexec_future_add_done_callback(f, alloc_round_done, NULL) != 0) {
+        alloc_submit_failed = true;
+        evexec_future_release(f);
+        count_this_thread = false;
+    }
+}
+
+/* Each delivery releases its future and submits the next task, so the whole
+ * round trip -- submit, run, deliver, release -- is counted on the loop
+ * thread and on the worker, and nothing else runs meanwhile. */
+static void alloc_round_done(struct evexec_future *f, void *arg)
+{
+    (void)arg;
+    evexec_future_release(f);
+    if (++alloc_rounds < ALLOC_ROUNDS) {
+        alloc_submit_next();
+        return;
+    }
+    alloc_total = atomic_load(&counted_allocs) - alloc_before_all;
+    count_this_thread = false;
+}
+
+static void alloc_start(void *arg)
+{
+    (void)arg;
+    count_this_thread = true;
+    alloc_before_all = atomic_load(&counted_allocs);
+    alloc_submit_next();
+}
+
+Test(chain, run_in_executor_makes_at_most_one_allocation_per_call)
+{
+#ifdef NO_MALLOC_COUNT
+    cr_skip_test("allocations are not counted in sanitizer builds");
+#else
+    if (RUNNING_ON_VALGRIND)
+        cr_skip_test("valgrind replaces the allocator: allocations are not counted");
+    /* Is the counting malloc in effect for this process at all? */
+    count_this_thread = true;
+    long probe = atomic_load(&counted_allocs);
+    void *(*volatile do_malloc)(size_t) = malloc;
+    free(do_malloc(32));
+    count_this_thread = false;
+    cr_assert_eq(atomic_load(&counted_allocs) - probe, 1, "the counting malloc is not in effect");
+
+    make_loop();
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = 1;
+    cfg.min_workers = 1;
+    cfg.thread_init = count_allocs_on_worker;
+    alloc_pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(alloc_pool);
+    /* Warm up: the worker thread, libevent's bookkeeping for the wakeup fd. */
+    struct evexec_future *f = evexec_run_in_executor(loop, alloc_pool, static_result_task, NULL,
+                                                     NULL);
+    cr_assert_not_null(f);
+    dispatch();
+    evexec_future_release(f);
+
+    cr_assert_eq(evexec_call_soon(loop, alloc_start, NULL), 0);
+    dispatch();
+    cr_assert(!alloc_submit_failed);
+    cr_assert_eq(alloc_rounds, ALLOC_ROUNDS);
+    cr_log_info("run_in_executor: at most %ld allocation(s) per call, %ld over %d round trips",
+                alloc_max_per_call, alloc_total, ALLOC_ROUNDS);
+    cr_assert_leq(alloc_max_per_call, 1, "a run_in_executor call made %ld allocations",
+                  alloc_max_per_call);
+    cr_assert_leq(alloc_total, ALLOC_ROUNDS, "%ld allocations over %d round trips", alloc_total,
+                  ALLOC_ROUNDS);
+    free_loop();
+    evexec_pool_free(alloc_pool);
+#endif
+}
