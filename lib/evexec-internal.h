@@ -221,8 +221,9 @@ struct evexec_loop {
     bool run_scheduled;
     bool in_drain;
     uint64_t spin_ns;                  /* poll for completions before sleeping */
-    bool spin_ok;                      /* recent completions came within spin_ns */
-    uint64_t pass_end_ns;              /* when the last pass ended */
+    bool spin_ok;                      /* the next pass may spin */
+    unsigned spin_skip;                /* passes to go before spinning again */
+    unsigned spin_backoff;             /* doubles with each missed poll */
     uint64_t spins, spins_missed;
     bool listening;
     unsigned user_refs;

@@ -26,8 +26,10 @@
  * Spinning: at the end of a pass, with work in flight and nothing queued,
  * the loop may poll the foreign stack for up to spin_ns (still `draining`,
  * so workers do not write) and, if something arrives, schedule the next pass
- * at once. It spins only while completions have recently come within spin_ns
- * of the previous pass; a poll that times out turns it off until they do.
+ * at once. A poll that times out turns spinning off for a number of passes
+ * that doubles with each miss (up to 1024) and is reset by a catch, so slow
+ * work -- or a machine too busy to run the workers -- costs almost no CPU,
+ * and fast work is soon caught again.
  *
  * Liveness: wake_ev is added only while the loop has chained futures in
  * flight or is referenced (evexec_loop_ref), so an idle bridge lets
@@ -244,12 +246,17 @@ static void spin_for_completions(struct evexec_loop *loop)
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&loop->foreign, memory_order_relaxed) != NULL) {
             loop->spins++;
+            loop->spin_backoff = 0;
             return;
         }
         evexec__cpu_relax();
         if ((i & 63) == 0 && evexec__now_ns() - start >= loop->spin_ns) {
             loop->spins_missed++;
             loop->spin_ok = false;
+            loop->spin_backoff = loop->spin_backoff ? loop->spin_backoff * 2 : 1;
+            if (loop->spin_backoff > 1024)
+                loop->spin_backoff = 1024;
+            loop->spin_skip = loop->spin_backoff;
             return;
         }
     }
@@ -257,8 +264,8 @@ static void spin_for_completions(struct evexec_loop *loop)
 
 static void drain(struct evexec_loop *loop, bool readable)
 {
-    if (loop->spin_ns && !loop->spin_ok && evexec__now_ns() - loop->pass_end_ns < loop->spin_ns)
-        loop->spin_ok = true; /* this completion came quickly: worth waiting for the next */
+    if (loop->spin_ns && !loop->spin_ok && (loop->spin_skip == 0 || --loop->spin_skip == 0))
+        loop->spin_ok = true; /* enough passes went by: try again */
     atomic_store(&loop->draining, true);
     if (readable)
         wake_drain(loop);
@@ -284,8 +291,6 @@ static void drain(struct evexec_loop *loop, bool readable)
     if (loop->spin_ok && loop->in_flight > 0 && !loop->ready_head &&
         atomic_load_explicit(&loop->foreign, memory_order_relaxed) == NULL)
         spin_for_completions(loop);
-    if (loop->spin_ns)
-        loop->pass_end_ns = evexec__now_ns();
 
     /* Still in_drain: anything found now waits for the next pass. */
     atomic_store(&loop->draining, false);

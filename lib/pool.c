@@ -67,6 +67,7 @@ struct evexec_pool {
     _Alignas(EVEXEC__CACHELINE) _Atomic size_t queued_hint;
     _Alignas(EVEXEC__CACHELINE) struct evexec_pool_config cfg;
     uint64_t spin_ns;
+    unsigned spin_skip, spin_backoff;     /* pool lock: after a fruitless spin */
     char name[16];
 };
 
@@ -248,17 +249,45 @@ static void worker_setup(struct worker *w)
     }
 }
 
-/* Spin outside the lock until work may be there or spin_ns passed. */
-static void worker_spin(struct evexec_pool *pool)
+/* Spin outside the lock until work may be there or spin_ns passed; true if
+ * work came. */
+static bool worker_spin(struct evexec_pool *pool)
 {
     uint64_t start = evexec__now_ns();
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0)
-            return;
+            return true;
         evexec__cpu_relax();
         if ((i & 63) == 0 && evexec__now_ns() - start >= pool->spin_ns)
-            return;
+            return false;
     }
+}
+
+/* Whether an idle worker should spin now (lock held). A fruitless spin
+ * makes the next ones wait a number of idle turns that doubles each time (up
+ * to 1024), so work that comes slowly, or a machine too busy to run the
+ * submitter, costs almost no CPU; work that comes fast is soon caught again. */
+static bool spin_worthwhile(struct evexec_pool *pool)
+{
+    if (!pool->spin_ns || pool->nspinning > 0)
+        return false; /* one spinner is enough to catch the next task */
+    if (pool->spin_skip > 0) {
+        pool->spin_skip--;
+        return false;
+    }
+    return true;
+}
+
+static void spin_outcome(struct evexec_pool *pool, bool caught)
+{
+    if (caught) {
+        pool->spin_backoff = 0;
+        return;
+    }
+    pool->spin_backoff = pool->spin_backoff ? pool->spin_backoff * 2 : 1;
+    if (pool->spin_backoff > 1024)
+        pool->spin_backoff = 1024;
+    pool->spin_skip = pool->spin_backoff;
 }
 
 /* Park until claimed, stopping, or idle timeout. Lock held. Returns false if
@@ -337,14 +366,13 @@ static void *worker_main(void *arg)
         }
         if (pool->stopping || pool->broken)
             break;
-        if (pool->spin_ns && pool->nspinning == 0) {
-            /* One spinner is enough to catch the next task; more would take
-             * CPUs from the loop and the workers that are busy. */
+        if (spin_worthwhile(pool)) {
             pool->nspinning++;
             evexec__lock_release(&pool->lock);
-            worker_spin(pool);
+            bool caught = worker_spin(pool);
             evexec__lock_acquire(&pool->lock);
             pool->nspinning--;
+            spin_outcome(pool, caught);
             if (pool->qhead)
                 continue;
         }
