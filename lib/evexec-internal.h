@@ -250,8 +250,16 @@ void evexec__loop_schedule(struct evexec_loop *loop, struct evexec__handle *h);
 void evexec__loop_post(struct evexec_loop *loop, struct evexec__handle *h);
 /* Loop thread: start or stop listening on the wakeup fd as work requires. */
 void evexec__loop_update_listening(struct evexec_loop *loop);
-void evexec__loop_retain(struct evexec_loop *loop);
-void evexec__loop_release(struct evexec_loop *loop);
+void evexec__loop_destroy(struct evexec_loop *loop);
+static inline void evexec__loop_retain(struct evexec_loop *loop)
+{
+    atomic_fetch_add_explicit(&loop->refs, 1, memory_order_relaxed);
+}
+static inline void evexec__loop_release(struct evexec_loop *loop)
+{
+    if (atomic_fetch_sub_explicit(&loop->refs, 1, memory_order_acq_rel) == 1)
+        evexec__loop_destroy(loop);
+}
 static inline bool evexec__loop_closed(struct evexec_loop *loop)
 {
     return atomic_load_explicit(&loop->closed, memory_order_acquire);

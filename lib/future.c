@@ -280,7 +280,8 @@ void evexec_future_release(struct evexec_future *f)
         evexec__pending_unlink(f); /* a plain future dropped unset */
     if ((!f->cf || f->embedded) && !f->taken && f->result && f->free_result)
         f->free_result(f->result);
-    evexec__free(f->more_cbs);
+    if (f->more_cbs)
+        evexec__free(f->more_cbs);
     if (f->embedded) {
         evexec__chain_release_block(f); /* the block may be recycled */
     } else {

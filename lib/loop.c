@@ -376,15 +376,8 @@ fail:
     return NULL;
 }
 
-void evexec__loop_retain(struct evexec_loop *loop)
+void evexec__loop_destroy(struct evexec_loop *loop)
 {
-    atomic_fetch_add_explicit(&loop->refs, 1, memory_order_relaxed);
-}
-
-void evexec__loop_release(struct evexec_loop *loop)
-{
-    if (atomic_fetch_sub_explicit(&loop->refs, 1, memory_order_acq_rel) != 1)
-        return;
     wake_close(loop);
     evexec__free(loop);
 }
