@@ -5,8 +5,9 @@
 #   tests/check-man-coverage.sh   every function of include/evexec.h is named
 #                                 by a page; every page has its sections
 #   tests/man-examples/run.sh     runs the EXAMPLES programs of evexec(7) and
-#                                 evexec_run_in_executor(3), extracted from
-#                                 the pages and built with -Wall -Wextra -Werror
+#                                 evexec_run_in_executor(3) and the example of
+#                                 README.md, extracted from the documents and
+#                                 built with -Wall -Wextra -Werror
 #   tests/header_c99              evexec.h under -std=c99 -pedantic -Werror,
 #                                 version macros = evexec_version()
 #   tests/header_cxx              evexec.h from C++ (-Wall -Wextra -Werror)
@@ -44,7 +45,8 @@ tests_header_cxx_LDFLAGS = $(evexec_prog_link_flags)
 evexec_example_cflags = -Wall -Wextra -Werror -pthread $(SAN_FLAGS) $(LIBEVENT_CFLAGS)
 evexec_extract = $(SHELL) $(srcdir)/tests/man-examples/extract.sh
 
-check_PROGRAMS += tests/man-examples/evexec_7 tests/man-examples/evexec_run_in_executor_3
+check_PROGRAMS += tests/man-examples/evexec_7 tests/man-examples/evexec_run_in_executor_3 \
+	tests/man-examples/readme
 TESTS += tests/man-examples/run.sh
 
 nodist_tests_man_examples_evexec_7_SOURCES = tests/man-examples/evexec_7.c
@@ -65,4 +67,13 @@ tests/man-examples/evexec_run_in_executor_3.c: $(srcdir)/man/evexec_run_in_execu
 	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
 	$(evexec_extract) $(srcdir)/man/evexec_run_in_executor.3 >$@.tmp && mv -f $@.tmp $@
 
-CLEANFILES += tests/man-examples/evexec_7.c tests/man-examples/evexec_run_in_executor_3.c
+nodist_tests_man_examples_readme_SOURCES = tests/man-examples/readme.c
+tests_man_examples_readme_CFLAGS = $(evexec_example_cflags)
+tests_man_examples_readme_LDADD = $(evexec_prog_libs)
+tests_man_examples_readme_LDFLAGS = $(evexec_prog_link_flags)
+tests/man-examples/readme.c: $(srcdir)/README.md $(srcdir)/tests/man-examples/extract.sh
+	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
+	$(evexec_extract) $(srcdir)/README.md >$@.tmp && mv -f $@.tmp $@
+
+CLEANFILES += tests/man-examples/evexec_7.c tests/man-examples/evexec_run_in_executor_3.c \
+	tests/man-examples/readme.c
