@@ -8,7 +8,8 @@
  *       /hash?rounds=N      N rounds of an integer hash, computed on the pool;
  *       /file?name=PATH     a file under the served directory, read on the pool;
  *                           names that climb out of it ("..", absolute paths,
- *                           symlinks pointing outside) are refused with 400.
+ *                           symlinks pointing outside) are refused with 400;
+ *       /stats              counters, on the loop.
  *   - --inline serves the same routes on the loop thread, without the pool:
  *     run a few slow /hash requests and watch /ping stall, then compare.
  *   - A request whose client disconnects while its work runs: a watchdog
@@ -544,9 +545,19 @@ static void on_file(struct evhttp_request *req, void *arg)
     start_job(srv, req, job, work_file, free);
 }
 
+/* Counters, answered on the loop (the smoke test polls it). */
+static void on_stats(struct evhttp_request *req, void *arg)
+{
+    struct server *srv = arg;
+    reply_text(srv, req, HTTP_OK, "OK",
+               "in_flight=%u ping=%lu hash=%lu file=%lu refused=%lu cancelled=%lu gone=%lu\n",
+               srv->in_flight, srv->n_ping, srv->n_hash, srv->n_file, srv->n_bad,
+               srv->n_cancelled, srv->n_gone);
+}
+
 static void on_other(struct evhttp_request *req, void *arg)
 {
-    reply_text(arg, req, HTTP_NOTFOUND, "Not Found", "routes: /ping /hash?rounds=N /file?name=PATH\n");
+    reply_text(arg, req, HTTP_NOTFOUND, "Not Found", "routes: /ping /hash?rounds=N /file?name=PATH /stats\n");
 }
 
 /* ---- shutdown ------------------------------------------------------------------ */
@@ -618,7 +629,7 @@ static void usage(FILE *out, const char *argv0)
         "                    before they are cancelled (default 5000)\n"
         "  -h, --help        this text\n"
         "\n"
-        "Routes: /ping, /hash?rounds=N, /file?name=PATH\n"
+        "Routes: /ping, /hash?rounds=N, /file?name=PATH, /stats (counters)\n"
         "Exit status: 0 clean shutdown, 1 failure, 2 usage error.\n",
         argv0);
 }
@@ -690,6 +701,9 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* A client that hangs up before its reply is written must not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+
     struct server srv = {.grace_ms = (unsigned)grace};
     srv.dir = realpath(dir, NULL);
     if (srv.dir == NULL) {
@@ -730,6 +744,7 @@ int main(int argc, char **argv)
     evhttp_set_cb(srv.http, "/ping", on_ping, &srv);
     evhttp_set_cb(srv.http, "/hash", on_hash, &srv);
     evhttp_set_cb(srv.http, "/file", on_file, &srv);
+    evhttp_set_cb(srv.http, "/stats", on_stats, &srv);
     evhttp_set_gencb(srv.http, on_other, &srv);
 
     srv.listener = evhttp_bind_socket_with_handle(srv.http, "127.0.0.1", (ev_uint16_t)port);

@@ -32,3 +32,21 @@ samples_chain_futures_SOURCES = samples/chain_futures.c
 samples_chain_futures_CFLAGS = $(sample_cflags)
 samples_chain_futures_LDADD = $(sample_ldadd)
 samples_chain_futures_LDFLAGS = $(sample_ldflags)
+
+# The http_offload smoke test: a C driver using libevent's HTTP client.
+check_PROGRAMS += samples/smoke_http_offload
+samples_smoke_http_offload_SOURCES = samples/smoke_http_offload.c
+samples_smoke_http_offload_CFLAGS = $(sample_cflags)
+samples_smoke_http_offload_LDADD = $(LIBEVENT_LIBS)
+samples_smoke_http_offload_LDFLAGS = $(sample_ldflags)
+TESTS += samples/smoke_http_offload
+
+# One shell smoke test per other sample. They find the programs through
+# $top_builddir and the served/hashed files through $top_srcdir, which
+# AM_TESTS_ENVIRONMENT exports, so they work in VPATH builds and distcheck.
+sample_smoke_scripts = \
+	samples/smoke-cpu_bound.sh \
+	samples/smoke-blocking_calls.sh \
+	samples/smoke-chain_futures.sh
+dist_check_SCRIPTS += $(sample_smoke_scripts)
+TESTS += $(sample_smoke_scripts)
