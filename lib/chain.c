@@ -19,9 +19,13 @@
  * no allocation at all; a block whose last reference goes on a worker is
  * simply freed.
  *
- * References while in flight: the future has one for the caller and one for
- * the chain (dropped after delivery or disposal); the cfuture has one for the
- * pool's queue and one for the future. loop->in_flight counts undelivered
+ * References while in flight: the future has one for the caller, one for the
+ * delivery (dropped after delivery or disposal) and one for the poster, the
+ * thread that completes the cfuture: it touches the loop after its push (the
+ * closed flag, the wakeup write), by which time the delivery may have run
+ * and the program freed the loop, so it keeps the future -- and through it
+ * the loop's memory -- until it is done. The cfuture has one reference for
+ * the pool's queue and one for the future. loop->in_flight counts undelivered
  * chains so the loop keeps listening until each has been disposed of.
  */
 #include "evexec-internal.h"
@@ -36,17 +40,21 @@ struct rie_block {
 /* Blocks kept per loop for reuse; enough for a burst, small in memory. */
 #define SPARE_BLOCKS_MAX 256
 
+static void post_delivery(struct evexec_future *f)
+{
+    evexec__loop_post(f->loop, &f->deliver_handle);
+    evexec_future_release(f); /* the poster's reference */
+}
+
 static void rie_done(struct evexec_cfuture *cf)
 {
-    struct rie_block *b = (struct rie_block *)cf;
-    evexec__loop_post(b->f.loop, &b->f.deliver_handle);
+    post_delivery(&((struct rie_block *)cf)->f);
 }
 
 static void wrapped_done(struct evexec_cfuture *cf, void *arg)
 {
     (void)cf;
-    struct evexec_future *f = arg;
-    evexec__loop_post(f->loop, &f->deliver_handle);
+    post_delivery(arg);
 }
 
 void evexec__chain_release_block(struct evexec_future *f)
@@ -108,7 +116,7 @@ void evexec__chain_deliver(struct evexec__handle *h, bool discard)
         /* The loop is gone and the future was cancelled with it. */
         evexec__cfuture_drop_result(cf);
     }
-    evexec_future_release(f); /* the chain's reference */
+    evexec_future_release(f); /* the delivery's reference */
 }
 
 /* Common checks of the loop-side entry points; 0 or an error code. */
@@ -148,7 +156,7 @@ struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
     evexec__cfuture_init(&b->cf, fn, arg, free_result, 2); /* queue + future */
     b->cf.embedded = true;
     b->cf.on_done = rie_done;
-    evexec__future_init(&b->f, loop, 2); /* caller + chain */
+    evexec__future_init(&b->f, loop, 3); /* caller + delivery + poster */
     b->f.embedded = true;
     b->f.cf = &b->cf;
     loop->in_flight++;
@@ -177,7 +185,7 @@ struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop, struct evexe
     struct evexec_future *f = evexec__malloc(sizeof(*f));
     if (!f)
         return NULL;
-    evexec__future_init(f, loop, 2); /* caller + chain */
+    evexec__future_init(f, loop, 3); /* caller + delivery + poster */
     evexec_cfuture_retain(cf);
     f->cf = cf;
     loop->in_flight++;

@@ -502,7 +502,11 @@ int evexec_call_soon_threadsafe(struct evexec_loop *loop, evexec_callback_fn cb,
     c->h.run = soon_call_run;
     c->cb = cb;
     c->arg = arg;
+    /* The callback may run, and the program free the loop, before the post
+     * has finished touching the loop: hold its memory until then. */
+    evexec__loop_retain(loop);
     evexec__loop_post(loop, &c->h);
+    evexec__loop_release(loop);
     return 0;
 }
 
