@@ -27,3 +27,11 @@ tests_test_chain_LDADD = $(test_libs)
 tests_test_chain_LDFLAGS = $(evexec_prog_link_flags)
 endif
 endif
+
+# The plain stress runs in every build, TSan's included.
+check_PROGRAMS += tests/plain_stress_loop
+TESTS += tests/plain_stress_loop
+tests_plain_stress_loop_SOURCES = tests/plain_stress_loop.c
+tests_plain_stress_loop_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+tests_plain_stress_loop_LDADD = $(evexec_prog_libs)
+tests_plain_stress_loop_LDFLAGS = $(evexec_prog_link_flags)
