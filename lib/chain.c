@@ -19,13 +19,10 @@
  * no allocation at all; a block whose last reference goes on a worker is
  * simply freed.
  *
- * References while in flight: the future has one for the caller, one for the
- * delivery (dropped after delivery or disposal) and one for the poster, the
- * thread that completes the cfuture: it touches the loop after its push (the
- * closed flag, the wakeup write), by which time the delivery may have run
- * and the program freed the loop, so it keeps the future -- and through it
- * the loop's memory -- until it is done. The cfuture has one reference for
- * the pool's queue and one for the future. loop->in_flight counts undelivered
+ * References while in flight: the future has one for the caller and one for
+ * the delivery (dropped after delivery or disposal); the cfuture has one for
+ * the pool's queue and one for the future. The thread that posts the
+ * delivery holds the loop's memory itself while it needs it (loop.c). loop->in_flight counts undelivered
  * chains so the loop keeps listening until each has been disposed of.
  */
 #include "evexec-internal.h"
@@ -43,7 +40,6 @@ struct rie_block {
 static void post_delivery(struct evexec_future *f)
 {
     evexec__loop_post(f->loop, &f->deliver_handle);
-    evexec_future_release(f); /* the poster's reference */
 }
 
 static void rie_done(struct evexec_cfuture *cf)
@@ -156,7 +152,7 @@ struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
     evexec__cfuture_init(&b->cf, fn, arg, free_result, 2); /* queue + future */
     b->cf.embedded = true;
     b->cf.on_done = rie_done;
-    evexec__future_init(&b->f, loop, 3); /* caller + delivery + poster */
+    evexec__future_init(&b->f, loop, 2); /* caller + delivery */
     b->f.embedded = true;
     b->f.cf = &b->cf;
     loop->in_flight++;
@@ -185,7 +181,7 @@ struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop, struct evexe
     struct evexec_future *f = evexec__malloc(sizeof(*f));
     if (!f)
         return NULL;
-    evexec__future_init(f, loop, 3); /* caller + delivery + poster */
+    evexec__future_init(f, loop, 2); /* caller + delivery */
     evexec_cfuture_retain(cf);
     f->cf = cf;
     loop->in_flight++;

@@ -194,18 +194,32 @@ void evexec__loop_post(struct evexec_loop *loop, struct evexec__handle *h)
             evexec__loop_schedule(loop, h);
         return;
     }
+    /* Once h is pushed the loop may run it at once, and the program may then
+     * free the loop. A push onto a non-empty stack touches nothing after it;
+     * one onto an empty stack still reads the flags and may write the wakeup
+     * fd, so it holds the loop's memory, taken while h (which keeps the loop
+     * alive until it runs) is still ours. */
     struct evexec__handle *old = atomic_load_explicit(&loop->foreign, memory_order_relaxed);
-    do {
+    bool held = false;
+    for (;;) {
+        if (!old && !held) {
+            evexec__loop_retain(loop);
+            held = true;
+        }
         h->next = old;
-    } while (!atomic_compare_exchange_weak(&loop->foreign, &old, h));
-    if (old != NULL)
-        return; /* whoever takes the stack takes this too */
-    if (atomic_load(&loop->closed)) {
-        dispose_list(atomic_exchange(&loop->foreign, NULL));
-        return;
+        if (atomic_compare_exchange_weak(&loop->foreign, &old, h))
+            break;
     }
-    if (!atomic_load(&loop->draining))
+    if (old != NULL) {
+        if (held)
+            evexec__loop_release(loop);
+        return; /* whoever takes the stack takes this too */
+    }
+    if (atomic_load(&loop->closed))
+        dispose_list(atomic_exchange(&loop->foreign, NULL));
+    else if (!atomic_load(&loop->draining))
         wake_write(loop);
+    evexec__loop_release(loop);
 }
 
 /* Move the foreign stack, in push order, to the end of the ready queue. */
@@ -502,11 +516,7 @@ int evexec_call_soon_threadsafe(struct evexec_loop *loop, evexec_callback_fn cb,
     c->h.run = soon_call_run;
     c->cb = cb;
     c->arg = arg;
-    /* The callback may run, and the program free the loop, before the post
-     * has finished touching the loop: hold its memory until then. */
-    evexec__loop_retain(loop);
     evexec__loop_post(loop, &c->h);
-    evexec__loop_release(loop);
     return 0;
 }
 
