@@ -278,7 +278,10 @@ EVEXEC_EXPORT int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf,
 /** Take one more reference. Any thread. */
 EVEXEC_EXPORT void evexec_cfuture_retain(struct evexec_cfuture *cf);
 /** Drop one reference; the last frees the future and any result nobody took.
- *  Releasing does not cancel. NULL is a no-op. Any thread. */
+ *  The worker that ran the task holds a reference of its own until it has
+ *  run the done callbacks, so the last release may be that worker's, a
+ *  moment after a wait returned. Releasing does not cancel. NULL is a no-op.
+ *  Any thread. */
 EVEXEC_EXPORT void evexec_cfuture_release(struct evexec_cfuture *cf);
 
 /**
