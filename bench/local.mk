@@ -61,4 +61,4 @@ bench-clean:
 BASH = bash
 .PHONY: bench bench-quick bench-extra bench-clean
 CLEANFILES += bench/bench_evexec bench/bench_uv bench/alloc_count.so
-EXTRA_DIST += bench/run bench/summarize.awk bench/README.md bench/alloc_count.c
+EXTRA_DIST += bench/run bench/summarize.awk bench/profile-diff.awk bench/README.md bench/alloc_count.c
