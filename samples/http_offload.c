@@ -10,6 +10,13 @@
  *                           names that climb out of it ("..", absolute paths,
  *                           symlinks pointing outside) are refused with 400;
  *       /stats              counters, on the loop.
+ *   - Two ways to hand work over. /hash uses evexec_run_in_executor() with
+ *     its input passed by value. /file's input (a path) must stay valid for
+ *     as long as the task runs -- which may be after its loop future was
+ *     cancelled and its request forgotten -- so it is submitted with
+ *     evexec_pool_submit(), its input freed by a done callback of the
+ *     concurrent future (run once the task is over), and the concurrent
+ *     future wrapped for the loop with evexec_wrap_cfuture().
  *   - --inline serves the same routes on the loop thread, without the pool:
  *     run a few slow /hash requests and watch /ping stall, then compare.
  *   - A request whose client disconnects while its work runs: a watchdog
@@ -69,16 +76,26 @@ struct server;
 
 enum job_kind { JOB_HASH, JOB_FILE };
 
-/* A request handed to the pool. It is linked in the server's in-flight list
- * from submission until its future's done callback has run. */
+/* A request handed to the pool: loop-side state only, linked in the
+ * server's in-flight list from submission until its future's done callback
+ * has run. Workers never see it: a cancelled future is done at once, while
+ * its task may still be running, so the job may be freed under the task's
+ * feet. What a task reads is its own (see struct file_task). */
 struct job {
     struct server         *srv;
     struct evhttp_request *req;        /* NULL once the client went away */
     struct evexec_future  *future;
     enum job_kind          kind;
     uint64_t               rounds;     /* JOB_HASH */
-    char                  *path;       /* JOB_FILE: served dir + "/" + name */
     struct job            *prev, *next;
+};
+
+/* The input of a /file task, owned by the task: freed by a done callback of
+ * its concurrent future, which runs once the task has returned, or at once
+ * if it is cancelled before it runs -- never while it runs. */
+struct file_task {
+    const struct server *srv;          /* outlives the pool: main() joins it first */
+    char                 path[];       /* served dir + "/" + name */
 };
 
 /* A file's contents, the result of a /file job. */
@@ -168,24 +185,33 @@ static int read_served_file(const char *dir, size_t dir_len, const char *path,
 }
 
 /* Work functions: run on a worker thread. */
+
+/* Its only input, the number of rounds, travels by value in arg. */
 static int work_hash(void *arg, void **result)
 {
-    struct job *job = arg;
     uint64_t *h = malloc(sizeof *h);
     if (h == NULL)
         return ENOMEM;
-    int err = hash_rounds(job->rounds, h);
+    int err = hash_rounds((uint64_t)(uintptr_t)arg, h);
     *result = h;          /* freed by the library if err != 0 */
     return err;
 }
 
 static int work_file(void *arg, void **result)
 {
-    struct job *job = arg;
+    const struct file_task *t = arg;
     struct blob *b = NULL;
-    int err = read_served_file(job->srv->dir, job->srv->dir_len, job->path, &b);
+    int err = read_served_file(t->srv->dir, t->srv->dir_len, t->path, &b);
     *result = b;
     return err;
+}
+
+/* Done callback of a /file task's concurrent future: in the worker that ran
+ * it, or in the thread that cancelled it before it ran. */
+static void free_task_input(struct evexec_cfuture *cf, void *arg)
+{
+    (void)cf;
+    free(arg);
 }
 
 /* ---- replies --------------------------------------------------------------- */
@@ -317,7 +343,6 @@ static void job_unlink(struct job *job)
 static void job_free(struct job *job)
 {
     evexec_future_release(job->future);
-    free(job->path);
     free(job);
 }
 
@@ -392,12 +417,11 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void start_job(struct server *srv, struct evhttp_request *req, struct job *job,
-                      evexec_work_fn fn, evexec_free_fn free_result)
+/* Track job, whose future was just made (NULL on failure, with errno). */
+static void start_job(struct server *srv, struct evhttp_request *req, struct job *job)
 {
     job->srv = srv;
     job->req = req;
-    job->future = evexec_run_in_executor(srv->loop, srv->pool, fn, job, free_result);
     if (job->future == NULL ||
         evexec_future_add_done_callback(job->future, on_job_done, job) != 0) {
         int err = job->future == NULL ? errno : ENOMEM;
@@ -488,7 +512,10 @@ static void on_hash(struct evhttp_request *req, void *arg)
     }
     job->kind = JOB_HASH;
     job->rounds = rounds;
-    start_job(srv, req, job, work_hash, free);
+    /* The simple form: run_in_executor, input by value, result freed by free(). */
+    job->future = evexec_run_in_executor(srv->loop, srv->pool, work_hash,
+                                         (void *)(uintptr_t)rounds, free);
+    start_job(srv, req, job);
 }
 
 /* Lexical check of a /file name: relative, no "." or ".." component, no
@@ -521,28 +548,49 @@ static void on_file(struct evhttp_request *req, void *arg)
                    "name must be a relative path inside the served directory\n");
         return;
     }
-    char *path = malloc(srv->dir_len + 1 + strlen(name) + 1);
-    if (path == NULL) {
+    size_t path_size = srv->dir_len + 1 + strlen(name) + 1;
+    struct file_task *t = malloc(sizeof *t + path_size);
+    struct job *job = srv->pool ? calloc(1, sizeof *job) : NULL;
+    if (t == NULL || (srv->pool != NULL && job == NULL)) {
+        free(t);
+        free(job);
         reply_text(srv, req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
         return;
     }
-    sprintf(path, "%s/%s", srv->dir, name);
+    t->srv = srv;
+    snprintf(t->path, path_size, "%s/%s", srv->dir_len ? srv->dir : "", name);
     if (srv->pool == NULL) {                /* --inline */
         struct blob *b = NULL;
-        int err = read_served_file(srv->dir, srv->dir_len, path, &b);
-        free(path);
+        int err = read_served_file(srv->dir, srv->dir_len, t->path, &b);
+        free(t);
         reply_file(srv, req, err, b);
         return;
     }
-    struct job *job = calloc(1, sizeof *job);
-    if (job == NULL) {
-        free(path);
-        reply_text(srv, req, HTTP_INTERNAL, "Internal Server Error", "out of memory\n");
-        return;
-    }
     job->kind = JOB_FILE;
-    job->path = path;
-    start_job(srv, req, job, work_file, free);
+    /* The long form, for a task whose input must outlive it: submit to the
+     * pool, tie the input's lifetime to the concurrent future, and wrap that
+     * future for the loop. */
+    struct evexec_cfuture *cf = evexec_pool_submit(srv->pool, work_file, t, free);
+    if (cf == NULL) {
+        free(t);
+    } else if (evexec_cfuture_add_done_callback(cf, free_task_input, t) != 0) {
+        /* Cannot tie t to the task: make sure the task is over, then free. */
+        evexec_cfuture_cancel(cf);
+        evexec_cfuture_wait(cf, -1);
+        free(t);
+        evexec_cfuture_release(cf);
+        cf = NULL;
+        errno = ENOMEM;
+    }
+    if (cf != NULL) {
+        job->future = evexec_wrap_cfuture(srv->loop, cf);
+        int saved = errno;
+        if (job->future == NULL)
+            evexec_cfuture_cancel(cf);      /* t is freed by its callback */
+        evexec_cfuture_release(cf);         /* the loop future holds its own */
+        errno = saved;
+    }
+    start_job(srv, req, job);
 }
 
 /* Counters, answered on the loop (the smoke test polls it). */
