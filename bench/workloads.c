@@ -15,7 +15,8 @@
  * Output: one line per run, "bench key=value key=value ...", documented in
  * bench/README.md. When bench/alloc_count.so is preloaded, the allocations
  * made during the measured phase are reported too, the harness's own one
- * per job subtracted.
+ * per job subtracted, and so are the write(2) calls of every thread (the
+ * harness makes none during the phase: they are the libraries' wakeups).
  */
 #define _GNU_SOURCE 1
 #include "bench.h"
@@ -34,8 +35,9 @@
 #include <unistd.h>
 
 /* Provided by bench/alloc_count.so when it is preloaded; NULL otherwise. */
-extern void bench_alloc_counting(int on) __attribute__((weak));
-extern void bench_alloc_read(uint64_t *allocs, uint64_t *frees) __attribute__((weak));
+extern void bench_count_on(int on) __attribute__((weak));
+extern void bench_count_read(uint64_t *allocs, uint64_t *frees, uint64_t *writes)
+    __attribute__((weak));
 
 enum workload { W1 = 1, W2, W3, W4 };
 
@@ -82,15 +84,15 @@ static struct {
     struct rusage ru0, ru1;
     struct bench_driver_counters c0, c1;
     uint64_t harness_allocs;        /* jobs allocated during the phase */
-    uint64_t allocs, frees;         /* from the shim, if preloaded */
+    uint64_t allocs, frees, writes; /* from the shim, if preloaded */
 } phase;
 
 static void phase_begin(void)
 {
     drv_counters(&phase.c0);
     getrusage(RUSAGE_SELF, &phase.ru0);
-    if (bench_alloc_counting)
-        bench_alloc_counting(1);
+    if (bench_count_on)
+        bench_count_on(1);
     phase.begun = true;
     phase.t0 = now_ns();
 }
@@ -98,9 +100,9 @@ static void phase_begin(void)
 static void phase_end(void)
 {
     phase.t1 = now_ns();
-    if (bench_alloc_counting) {
-        bench_alloc_counting(0);
-        bench_alloc_read(&phase.allocs, &phase.frees);
+    if (bench_count_on) {
+        bench_count_on(0);
+        bench_count_read(&phase.allocs, &phase.frees, &phase.writes);
     }
     getrusage(RUSAGE_SELF, &phase.ru1);
     drv_counters(&phase.c1);
@@ -424,11 +426,13 @@ static void report(void)
         printf(" wakeup_writes=%" PRIu64 " wakeups_per_task=%.5f drains=%" PRIu64, writes,
                (double)writes / n, phase.c1.drains - phase.c0.drains);
     }
-    if (bench_alloc_counting) {
+    if (bench_count_on) {
         /* The harness's own malloc per job and its free are not the library's. */
         uint64_t lib_allocs = phase.allocs - phase.harness_allocs;
-        printf(" allocs=%" PRIu64 " harness_allocs=%" PRIu64 " allocs_per_task=%.4f",
-               phase.allocs, phase.harness_allocs, (double)lib_allocs / n);
+        printf(" allocs=%" PRIu64 " harness_allocs=%" PRIu64 " allocs_per_task=%.4f"
+               " writes=%" PRIu64 " writes_per_task=%.5f",
+               phase.allocs, phase.harness_allocs, (double)lib_allocs / n, phase.writes,
+               (double)phase.writes / n);
     }
     putchar('\n');
     fflush(stdout);
