@@ -52,7 +52,11 @@ if [ -f "$src/config.status" ]; then
     srcdir=$work/src
     mkdir -p "$srcdir"
     if command -v git >/dev/null 2>&1 && git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+        # Tracked files and new source files; not what an in-place build of
+        # the docs tests left behind (programs and extracted examples; the
+        # sources of tests/man-examples/ are all *.sh).
         (cd "$src" && git ls-files -z --cached --others --exclude-standard |
+             grep -zvE '^tests/header_(c99|cxx)$|^tests/man-examples/[^/]*[^h]$' |
              xargs -0 tar cf - --no-recursion) | (cd "$srcdir" && tar xf -)
     else
         (cd "$src" && tar cf - --exclude=./_build\* --exclude=./_ci --exclude=config.status \
