@@ -134,18 +134,23 @@ static int count_primes_chunk(void *arg, void **result)
 static void draw_progress(struct phase *ph, bool final)
 {
     struct app *app = ph->app;
-    unsigned pct = ph->n_chunks ? ph->done * 100 / ph->n_chunks : 100;
+    /* Progress counts chunks with a result; cancelled ones are done too, but
+     * did not progress anything. */
+    unsigned pct = ph->n_chunks ? ph->succeeded * 100 / ph->n_chunks : 100;
 
     if (app->tty) {
-        unsigned filled = ph->n_chunks ? ph->done * BAR_WIDTH / ph->n_chunks : BAR_WIDTH;
+        unsigned filled = ph->n_chunks ? ph->succeeded * BAR_WIDTH / ph->n_chunks : BAR_WIDTH;
+        char cancelled[32] = "";
+        if (ph->done > ph->succeeded)
+            snprintf(cancelled, sizeof cancelled, ", %u cancelled", ph->done - ph->succeeded);
         char bar[BAR_WIDTH + 1];
         for (unsigned i = 0; i < BAR_WIDTH; i++)
             bar[i] = i < filled ? '#' : (i == filled ? '>' : '.');
         bar[BAR_WIDTH] = '\0';
         /* \r and "erase to end of line": redraw in place. */
-        printf("\r%-8s [%s] %3u%% %u/%u chunks, %" PRIu64 " primes, "
+        printf("\r%-8s [%s] %3u%% %u/%u chunks%s, %" PRIu64 " primes, "
                "heartbeat worst %.2f ms\033[K%s",
-               ph->name, bar, pct, ph->done, ph->n_chunks, ph->primes,
+               ph->name, bar, pct, ph->succeeded, ph->n_chunks, cancelled, ph->primes,
                ph->worst_late * 1e3, final ? "\n" : "");
         fflush(stdout);
         return;
@@ -155,7 +160,7 @@ static void draw_progress(struct phase *ph, bool final)
     if (decile > ph->printed_decile) {
         ph->printed_decile = decile;
         printf("%s: %3u%% (%u/%u chunks, %" PRIu64 " primes so far)\n",
-               ph->name, pct, ph->done, ph->n_chunks, ph->primes);
+               ph->name, pct, ph->succeeded, ph->n_chunks, ph->primes);
         fflush(stdout);
     }
 }
