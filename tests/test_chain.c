@@ -581,6 +581,55 @@ Test(chain, in_flight_counts_undelivered_chains)
     evexec_pool_free(pool);
 }
 
+/* A task that reports progress to the loop before it returns: the worker
+ * posts the progress and then (through the chain) the result, so per-producer
+ * FIFO puts every progress callback before the future's done callback. */
+#define PROGRESS_POSTS 50
+static int progress_seen;
+static int progress_seen_at_done;
+static atomic_int progress_post_failures;
+
+static void progress_cb(void *arg)
+{
+    (void)arg;
+    progress_seen++;
+}
+
+static int progress_task(void *arg, void **result)
+{
+    (void)result;
+    for (int i = 0; i < PROGRESS_POSTS; i++)
+        if (evexec_call_soon_threadsafe(arg, progress_cb, NULL) != 0)
+            atomic_fetch_add(&progress_post_failures, 1);
+    return 0;
+}
+
+static void progress_done(struct evexec_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    progress_seen_at_done = progress_seen;
+}
+
+Test(chain, posts_from_a_task_arrive_before_its_result)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    progress_seen_at_done = -1;
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, progress_task, loop, NULL);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, progress_done, NULL), 0);
+    dispatch();
+    cr_assert_eq(atomic_load(&progress_post_failures), 0);
+    cr_assert_eq(progress_seen, PROGRESS_POSTS);
+    cr_assert_eq(progress_seen_at_done, PROGRESS_POSTS,
+                 "the result overtook %d of the task's own posts",
+                 PROGRESS_POSTS - progress_seen_at_done);
+    evexec_future_release(f);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
 /* ---- wrap_cfuture ---------------------------------------------------------- */
 
 Test(chain, wrap_cfuture_mirrors_result_and_borrows_it)

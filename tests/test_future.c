@@ -573,3 +573,25 @@ Test(future, done_callback_may_release_its_future)
     cr_assert_eq(results_freed, 1);
     free_loop();
 }
+
+static void record_soon(void *arg)
+{
+    record_cb(NULL, arg);
+}
+
+Test(future, done_callbacks_keep_fifo_order_with_call_soon)
+{
+    make_loop();
+    reset_record();
+    struct evexec_future *f = new_future();
+    cr_assert_eq(evexec_future_add_done_callback(f, record_cb, (void *)2), 0);
+    cr_assert_eq(evexec_call_soon(loop, record_soon, (void *)1), 0);
+    cr_assert_eq(evexec_future_set_error(f, EIO), 0); /* queues its callbacks now */
+    cr_assert_eq(evexec_call_soon(loop, record_soon, (void *)3), 0);
+    dispatch();
+    cr_assert_eq(nrecord, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(record[i], i + 1, "position %d ran callback %d", i, record[i]);
+    evexec_future_release(f);
+    free_loop();
+}
