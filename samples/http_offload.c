@@ -315,7 +315,8 @@ static void reply_file(struct server *srv, struct evhttp_request *req, int err,
         return;
     case EXDEV: case ELOOP: case EISDIR:
         srv->n_bad++;
-        reply_text(srv, req, HTTP_BADREQUEST, "Bad Request", "not a file in the served directory\n");
+        reply_text(srv, req, HTTP_BADREQUEST, "Bad Request",
+                   "not a file in the served directory\n");
         return;
     case EFBIG:
         reply_text(srv, req, 413, "Payload Too Large", "file too large\n");
@@ -605,7 +606,8 @@ static void on_stats(struct evhttp_request *req, void *arg)
 
 static void on_other(struct evhttp_request *req, void *arg)
 {
-    reply_text(arg, req, HTTP_NOTFOUND, "Not Found", "routes: /ping /hash?rounds=N /file?name=PATH /stats\n");
+    reply_text(arg, req, HTTP_NOTFOUND, "Not Found",
+               "routes: /ping /hash?rounds=N /file?name=PATH /stats\n");
 }
 
 /* ---- shutdown ------------------------------------------------------------------ */

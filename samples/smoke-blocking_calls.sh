@@ -26,15 +26,18 @@ rc=$?
 check $(( rc != 2 )) "a bad option value exits 2 (exit $rc)"
 
 # Every call succeeds.
-"$prog" localhost --file "$srcdir/samples/local.mk" --db 20 --db 50 --timeout 20000 >"$tmp.out" 2>&1
+"$prog" localhost --file "$srcdir/samples/local.mk" --db 20 --db 50 --timeout 20000 \
+    >"$tmp.out" 2>&1
 rc=$?
 sed 's/^/# /' "$tmp.out"
-grep -q 'ok  *resolve localhost' "$tmp.out" && grep -q 'ok  *hash .*local.mk  *[0-9]* bytes' "$tmp.out" \
+grep -q 'ok  *resolve localhost' "$tmp.out" \
+    && grep -q 'ok  *hash .*local.mk  *[0-9]* bytes' "$tmp.out" \
     && grep -q '^4 calls in .*: 4 ok, 0 failed, 0 timed out' "$tmp.out"
 check $(( rc != 0 || $? != 0 )) "a run where every call succeeds exits 0 (exit $rc)"
 
 # A database stand-in slower than the timeout: cancelled, reported, exit 3.
-"$prog" localhost --file "$srcdir/samples/local.mk" --db 20 --db 60000 --timeout 300 >"$tmp.out" 2>&1
+"$prog" localhost --file "$srcdir/samples/local.mk" --db 20 --db 60000 --timeout 300 \
+    >"$tmp.out" 2>&1
 rc=$?
 sed 's/^/# /' "$tmp.out"
 grep -q 'TIMEOUT  *db query (60000 ms) *no answer within 300 ms, cancelled' "$tmp.out" \
@@ -42,7 +45,8 @@ grep -q 'TIMEOUT  *db query (60000 ms) *no answer within 300 ms, cancelled' "$tm
 check $(( rc != 3 || $? != 0 )) "a call slower than its timeout is cancelled and reported (exit $rc)"
 
 # A call that fails: its error reaches the loop.
-"$prog" localhost --file "$srcdir/samples/no-such-file" --db 10 --timeout 20000 >"$tmp.out" 2>&1
+"$prog" localhost --file "$srcdir/samples/no-such-file" --db 10 --timeout 20000 \
+    >"$tmp.out" 2>&1
 rc=$?
 sed 's/^/# /' "$tmp.out"
 grep -q 'FAILED  *hash .*no-such-file  *No such file or directory' "$tmp.out"

@@ -29,11 +29,14 @@ rc=$?
 sed 's/^/# /' "$tmp.out"
 has 'sum of i\*i for i = 1..1000000 is 333333833333500000'
 check $? "a future set from a foreign thread delivers its result"
-has 'done callback #1: 9 words' && has 'done callback #2: 9 words' && has 'ran after the adding callback returned'
+has 'done callback #1: 9 words' && has 'done callback #2: 9 words' \
+    && has 'ran after the adding callback returned'
 check $? "a wrapped concurrent future runs its done callbacks in order, never inline"
-has 'outer future of "1001": 1001 = 7 \* 11 \* 13' && has 'outer future of "12abc": error: Invalid argument'
+has 'outer future of "1001": 1001 = 7 \* 11 \* 13' \
+    && has 'outer future of "12abc": error: Invalid argument'
 check $? "a pipeline passes its result or its first error to the outer future"
-has 'evexec_future_cancel(victim) = true; its concurrent future is now CANCELLED' && has 'the victim never ran'
+has 'evexec_future_cancel(victim) = true; its concurrent future is now CANCELLED' \
+    && has 'the victim never ran'
 check $? "a cancelled pending task never runs"
 has '^all scenes behaved as described$'
 check $(( rc != 0 || $? != 0 )) "the run exits 0 (exit $rc)"

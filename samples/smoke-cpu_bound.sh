@@ -30,7 +30,8 @@ rc=$?
 sed 's/^/# /' "$tmp.out"
 grep -q '^17984 primes below 200000$' "$tmp.out" && grep -q '^speedup:' "$tmp.out" \
     && grep -q 'heartbeat worst lateness' "$tmp.out"
-check $(( rc != 0 || $? != 0 )) "a small run counts 17984 primes below 200000 and reports speedup and lateness (exit $rc)"
+check $(( rc != 0 || $? != 0 )) \
+    "a small run counts 17984 primes below 200000 and reports speedup and lateness (exit $rc)"
 
 # SIGINT mid-run. A background job of a non-interactive shell starts with
 # SIGINT ignored; the sample's libevent signal event installs its own handler.

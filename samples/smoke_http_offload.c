@@ -489,7 +489,8 @@ static void run_mode(const char *server_path, const char *dir, bool inline_mode)
     bool answered = ld != NULL && run_load(&cl, ld);
     bool same = answered;
     for (unsigned i = 0; answered && i < LOAD_REQUESTS; i++)
-        same = same && ld->hashes[i].code == 200 && strcmp(ld->hashes[i].body, ld->hashes[0].body) == 0;
+        same = same && ld->hashes[i].code == 200 &&
+               strcmp(ld->hashes[i].body, ld->hashes[0].body) == 0;
     tap(same, "%s: %d concurrent /hash requests all answered alike", mode, LOAD_REQUESTS);
     if (!inline_mode) {
         tap(ld != NULL && ld->pings_while_saturated > 0,
