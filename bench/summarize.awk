@@ -3,6 +3,8 @@
 #
 # Input lines: "round=R row=ROW bench lib=LIB workload=W key=value ...".
 # Variables (-v): rows="w1p2 w1p2pin ..." (order of the table),
+#   other=uv (the library in the second column: "uv", or "base" for a
+#   baseline build of libevexec given to bench/run --baseline),
 #   plotdata=FILE (optional: one line per headline figure for gnuplot:
 #   label, advantage factor of evexec over uv, >1 = evexec better).
 # Portable awk (Debian's default is mawk): no gawk extensions.
@@ -105,9 +107,11 @@ function stats(k,   n, i, vals, parts) {
 }
 
 END {
+    if (other == "") other = "uv"
+    oname = (other == "uv") ? "libuv" : other
     nrows = split(rows, order, " ")
     printf "%-18s %-17s %-6s  %-26s  %-26s  %s\n", "workload", "metric", "better", \
-        "evexec median [min-max]", "libuv median [min-max]", "evexec/uv"
+        "evexec median [min-max]", oname " median [min-max]", "evexec/" other
     for (r = 1; r <= nrows; r++) {
         row = order[r]
         if (!(row in workload)) continue
@@ -117,7 +121,7 @@ END {
             split(ms[i], p, ":")
             m = p[1]; better = p[2]
             ne = stats(row SUBSEP "evexec" SUBSEP m); emed = med; elo = lo; ehi = hi
-            nu = stats(row SUBSEP "uv" SUBSEP m); umed = med; ulo = lo; uhi = hi
+            nu = stats(row SUBSEP other SUBSEP m); umed = med; ulo = lo; uhi = hi
             if (!ne && !nu) continue
             ecol = ne ? sprintf("%s [%s-%s]", fmt(emed), fmt(elo), fmt(ehi)) : "-"
             ucol = nu ? sprintf("%s [%s-%s]", fmt(umed), fmt(ulo), fmt(uhi)) : "-"
