@@ -222,24 +222,38 @@ static void maybe_finish(struct server *srv)
         event_base_loopbreak(srv->base);
 }
 
+/* A reply was written out in full. */
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
     struct server *srv = arg;
-    (void)req;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon != NULL)
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+    srv->unsent--;
+    maybe_finish(srv);
+}
+
+/* A connection died with its reply partly written (libevent frees the
+ * request without calling on_reply_written). */
+static void on_reply_lost(struct evhttp_connection *evcon, void *arg)
+{
+    struct server *srv = arg;
+    (void)evcon;
     srv->unsent--;
     maybe_finish(srv);
 }
 
 /* Every reply goes through here. It frees req (now, or once written); while
- * stopping, the server waits until the reply is written before it exits. */
+ * stopping, the server waits until every reply is written before it exits. */
 static void send_reply(struct server *srv, struct evhttp_request *req, int code,
                        const char *reason, struct evbuffer *body)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     if (evcon != NULL) {
-        /* The connection may outlive this request (keep-alive): it must not
-         * call back into a job that is about to be freed. */
-        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        /* From now on the connection's close callback speaks for the reply,
+         * no longer for a job (which is about to be freed); one of the two
+         * callbacks below runs, once. */
+        evhttp_connection_set_closecb(evcon, on_reply_lost, srv);
         evhttp_request_set_on_complete_cb(req, on_reply_written, srv);
         srv->unsent++;
         if (srv->stopping)
