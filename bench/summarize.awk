@@ -12,7 +12,7 @@
 function metrics_of(w) {
     if (w == "w1") return "tasks_per_s:higher cpu_us_per_task:lower vcsw:lower ivcsw:lower wakeups_per_task:lower"
     if (w == "w2") return "p50_us:lower mean_us:lower p99_us:lower max_us:lower cpu_us_per_task:lower"
-    if (w == "w3") return "speedup:higher wall_s:lower late_busy_max_ms:lower late_idle_max_ms:lower serial_s:lower"
+    if (w == "w3") return "speedup:higher parallelism:higher wall_s:lower late_busy_max_ms:lower late_idle_max_ms:lower serial_s:lower"
     if (w == "w4") return "wall_s:lower wall_over_ideal:lower"
     return ""
 }

@@ -398,10 +398,10 @@ static void report(void)
     }
     case W3: {
         const char *precise = getenv("EVENT_PRECISE_TIMER");
-        printf(" iters=%" PRIu64 " serial_s=%.4f speedup=%.3f"
+        printf(" iters=%" PRIu64 " serial_s=%.4f speedup=%.3f parallelism=%.3f"
                " late_busy_max_ms=%.3f late_busy_mean_ms=%.3f late_idle_max_ms=%.3f"
                " busy_ticks=%" PRIu64 " idle_ticks=%" PRIu64 " precise_timer=%s check=%s",
-               opt.iters, w3_serial_s, w3_serial_s / wall,
+               opt.iters, w3_serial_s, w3_serial_s / wall, cpu / wall,
                w3_busy_ticks ? (double)w3_late_busy_max / 1e6 : 0.0,
                w3_busy_ticks ? (double)w3_late_busy_total / (double)w3_busy_ticks / 1e6 : 0.0,
                w3_idle_ticks ? (double)w3_late_idle_max / 1e6 : 0.0,
