@@ -99,11 +99,15 @@ static bool is_done(int state)
     return state == EVEXEC_FINISHED || state == EVEXEC_CANCELLED;
 }
 
-/* The state is final: tell the chain, wake waiters, run callbacks. */
+/* The state is final: tell the chain, or wake waiters and run callbacks. */
 static void complete(struct evexec_cfuture *cf)
 {
-    if (cf->on_done)
+    if (cf->on_done) {
+        /* A cfuture with on_done is private to whoever set it (chain.c): it
+         * has no waiters or callbacks, and may be freed once told. */
         cf->on_done(cf);
+        return;
+    }
     unsigned flags = atomic_load(&cf->flags);
     if (!(flags & (EVEXEC__CF_WAITERS | EVEXEC__CF_CALLBACKS)))
         return;
@@ -152,9 +156,18 @@ int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result)
     return err;
 }
 
-void evexec__cfuture_finish(struct evexec_cfuture *cf, int err, void *result)
+void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *result)
 {
+    if (cf->on_done) {
+        /* The owner of on_done holds a reference until it has been told, so
+         * the caller's can go first; the last reference is then dropped on
+         * the owner's side (the loop thread, which recycles the block). */
+        evexec__cfuture_unref(cf);
+        finish(cf, err, result);
+        return;
+    }
     finish(cf, err, result);
+    evexec_cfuture_release(cf);
 }
 
 void evexec__cfuture_fail(struct evexec_cfuture *cf, int err)

@@ -60,8 +60,9 @@ void evexec__chain_release_block(struct evexec_future *f)
     if (!evexec__cfuture_unref(&b->cf))
         return; /* the pool's queue still holds it; the worker frees it */
     evexec__cfuture_destroy_contents(&b->cf);
-    if (loop->nspare < SPARE_BLOCKS_MAX && !evexec__loop_closed(loop) &&
-        evexec__loop_on_thread(loop)) {
+    /* The free list is the loop thread's: look at it only from there. */
+    if (evexec__loop_on_thread(loop) && !evexec__loop_closed(loop) &&
+        loop->nspare < SPARE_BLOCKS_MAX) {
         *(void **)b = loop->spare_blocks;
         loop->spare_blocks = b;
         loop->nspare++;

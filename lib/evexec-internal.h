@@ -155,8 +155,9 @@ struct evexec_cfuture {
     void *result;
     unsigned fork_gen;
     bool embedded;                     /* heads a run_in_executor block (chain.c frees it) */
-    /* Told first when the state is final, in the completing thread; set by
-     * chain.c so the executor half needs to know nothing of loops. */
+    /* Told when the state is final, in the completing thread, instead of
+     * waiters and callbacks; set by chain.c so the executor half needs to
+     * know nothing of loops. Its setter holds a reference until told. */
     void (*on_done)(struct evexec_cfuture *cf);
     struct evexec__cb_node *callbacks; /* stripe lock */
     struct evexec__cb_node **callbacks_tail;
@@ -169,7 +170,9 @@ bool evexec__cfuture_start(struct evexec_cfuture *cf);
 /* Run a started task's function on this thread (evexec_cancel_requested()
  * works inside), then publish its outcome and complete it. */
 int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result);
-void evexec__cfuture_finish(struct evexec_cfuture *cf, int err, void *result);
+/* ... and drop the caller's reference, at the moment that lets the other
+ * holder drop the last one. */
+void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *result);
 /* Fail a task that could not be run (pool broken, no thread): PENDING ->
  * FINISHED with err. No-op if it was cancelled meanwhile. */
 void evexec__cfuture_fail(struct evexec_cfuture *cf, int err);

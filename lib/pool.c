@@ -353,11 +353,11 @@ static void *worker_main(void *arg)
                 /* Before the outcome is visible: whoever it wakes and
                  * submits again must find this worker counted as coming. */
                 atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
-                evexec__cfuture_finish(cf, err, result);
+                evexec__cfuture_finish_release(cf, err, result); /* + the queue's ref */
             } else {
                 atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
+                evexec_cfuture_release(cf); /* the queue's reference */
             }
-            evexec_cfuture_release(cf); /* the queue's reference */
             evexec__lock_acquire(&pool->lock);
             atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
             if (started)
