@@ -163,9 +163,10 @@ struct evexec_pool_config {
 /**
  * Make a pool. No thread starts until work is submitted: workers are made
  * lazily up to max_workers, an idle worker is reused before a new one is made.
- * @param cfg NULL or a configuration (copied; thread_name is copied too).
- * @return the pool, or NULL with errno EINVAL (min_workers > max_workers)
- *         or ENOMEM. Any thread.
+ * @param cfg NULL or a configuration (copied; thread_name is copied too, cut
+ *   to 11 characters so that "-NNN" fits the kernel's 15).
+ * @return the pool, or NULL with errno EINVAL (min_workers > max_workers,
+ *         or an unknown bit in flags) or ENOMEM. Any thread.
  */
 EVEXEC_EXPORT struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
     EVEXEC_WARN_UNUSED;
@@ -246,7 +247,8 @@ EVEXEC_EXPORT bool evexec_cfuture_cancel(struct evexec_cfuture *cf);
 /**
  * Wait until the future is done (finished or cancelled).
  * @param timeout_ms -1 waits forever, 0 polls.
- * @return 0 when done, ETIMEDOUT, EINVAL, EVEXEC_EFORKED. Any thread.
+ * @return 0 when done, ETIMEDOUT, EINVAL (NULL, or timeout_ms < -1),
+ *   EVEXEC_EFORKED (not done, and made before fork()). Any thread.
  */
 EVEXEC_EXPORT int evexec_cfuture_wait(struct evexec_cfuture *cf, long timeout_ms);
 
@@ -319,7 +321,7 @@ EVEXEC_EXPORT struct evexec_loop *evexec_loop_new(struct event_base *base)
  */
 EVEXEC_EXPORT void evexec_loop_free(struct evexec_loop *loop);
 
-/** @return the loop's event_base. Loop thread. */
+/** @return the loop's event_base, or NULL with errno EINVAL. Loop thread. */
 EVEXEC_EXPORT struct event_base *evexec_loop_base(struct evexec_loop *loop);
 
 /**
@@ -344,7 +346,7 @@ EVEXEC_EXPORT int evexec_call_soon_threadsafe(struct evexec_loop *loop,
  * Keep the loop listening for producers it cannot know about (threads that
  * post with evexec_call_soon_threadsafe on their own): while referenced,
  * event_base_dispatch() does not return for lack of events. Counted; each
- * ref needs one unref. Loop thread.
+ * ref needs one unref. Loop thread. NULL, a freed or a forked loop: no-op.
  */
 EVEXEC_EXPORT void evexec_loop_ref(struct evexec_loop *loop);
 /** Undo one evexec_loop_ref(). Loop thread. */
@@ -400,7 +402,8 @@ typedef void (*evexec_future_cb)(struct evexec_future *f, void *arg);
 /**
  * A pending loop future (asyncio loop.create_future()), with one reference
  * for the caller.
- * @return the future or NULL with errno EINVAL, ENOMEM, EVEXEC_ECLOSED.
+ * @return the future or NULL with errno EINVAL, ENOMEM, EVEXEC_ECLOSED,
+ *   EVEXEC_EFORKED.
  */
 EVEXEC_EXPORT struct evexec_future *evexec_future_new(struct evexec_loop *loop)
     EVEXEC_WARN_UNUSED;
@@ -408,13 +411,14 @@ EVEXEC_EXPORT struct evexec_future *evexec_future_new(struct evexec_loop *loop)
 /**
  * Complete with a result, owned by the future from now on (freed with
  * free_result, which may be NULL, unless someone takes it).
- * @return 0, or EINVAL (NULL future, or already done: the result is then
- *   not owned by the future and stays the caller's).
+ * @return 0, or EINVAL (NULL future; already done; or a future of
+ *   evexec_run_in_executor / evexec_wrap_cfuture, which only its work
+ *   completes: the result then stays the caller's), EVEXEC_EFORKED.
  */
 EVEXEC_EXPORT int evexec_future_set_result(struct evexec_future *f, void *result,
                                            evexec_free_fn free_result);
 /** Complete with an error (a positive code). @return 0, or EINVAL (NULL,
- *  err <= 0, or already done). */
+ *  err <= 0, already done, or chained to work), EVEXEC_EFORKED. */
 EVEXEC_EXPORT int evexec_future_set_error(struct evexec_future *f, int err);
 
 /**
@@ -445,7 +449,8 @@ EVEXEC_EXPORT int evexec_future_take_result(struct evexec_future *f, void **resu
  * Call cb(f, arg) on the loop thread once the future is done, from the loop's
  * queue, in registration order -- never inside this call, even if the future
  * is done already.
- * @return 0, EINVAL, ENOMEM, EVEXEC_ECLOSED (the loop was freed).
+ * @return 0, EINVAL, ENOMEM, EVEXEC_ECLOSED (the loop was freed),
+ *   EVEXEC_EFORKED.
  */
 EVEXEC_EXPORT int evexec_future_add_done_callback(struct evexec_future *f,
                                                   evexec_future_cb cb, void *arg);
@@ -464,7 +469,8 @@ EVEXEC_EXPORT struct evexec_loop *evexec_future_loop(struct evexec_future *f);
  * A loop future that mirrors cf (asyncio wrap_future): it completes on the
  * loop thread when cf does; cancelling it cancels cf. It holds a reference on
  * cf and borrows cf's result, which stays cf's.
- * @return the future or NULL with errno EINVAL, ENOMEM, EVEXEC_ECLOSED.
+ * @return the future or NULL with errno EINVAL, ENOMEM, EVEXEC_ECLOSED,
+ *   EVEXEC_EFORKED.
  */
 EVEXEC_EXPORT struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop,
                                                         struct evexec_cfuture *cf)
@@ -478,7 +484,8 @@ EVEXEC_EXPORT struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop
  * still queued, sees evexec_cancel_requested() if it runs, and any late
  * result is freed.
  * @return the future or NULL with errno: EINVAL, ENOMEM, and every error of
- *   evexec_pool_submit(); EVEXEC_ECLOSED.
+ *   evexec_pool_submit(); EVEXEC_ECLOSED; EVEXEC_EFORKED (loop or pool made
+ *   before fork()).
  */
 EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
     struct evexec_pool *pool, evexec_work_fn fn, void *arg,

@@ -144,8 +144,8 @@ int evexec_future_set_result(struct evexec_future *f, void *result, evexec_free_
     int err = check_change(f, "evexec_future_set_result");
     if (err)
         return err;
-    if (f->state != EVEXEC__F_PENDING)
-        return EINVAL;
+    if (f->state != EVEXEC__F_PENDING || f->cf)
+        return EINVAL; /* done, or completed by its work only */
     f->result = result;
     f->free_result = free_result;
     evexec__future_settle(f, EVEXEC__F_FINISHED, 0);
@@ -157,7 +157,7 @@ int evexec_future_set_error(struct evexec_future *f, int error)
     int err = check_change(f, "evexec_future_set_error");
     if (err)
         return err;
-    if (error <= 0 || f->state != EVEXEC__F_PENDING)
+    if (error <= 0 || f->state != EVEXEC__F_PENDING || f->cf)
         return EINVAL;
     evexec__future_settle(f, EVEXEC__F_FINISHED, error);
     return 0;
