@@ -985,3 +985,39 @@ Test(chain, run_in_executor_makes_at_most_one_allocation_per_call)
     evexec_pool_free(alloc_pool);
 #endif
 }
+
+/* A chained future is completed by its work only: setting it fails and the
+ * value stays the caller's (it used to be accepted and leaked on a wrap). */
+Test(chain, setting_a_chained_future_gives_einval_and_leaves_the_value_to_the_caller)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, (void *)5, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *wrapped = evexec_wrap_cfuture(loop, cf);
+    struct evexec_future *direct = evexec_run_in_executor(loop, pool, value_task, (void *)6,
+                                                          free_counted);
+    cr_assert_not_null(wrapped);
+    cr_assert_not_null(direct);
+    int mine = 0;
+    cr_assert_eq(evexec_future_set_result(wrapped, &mine, free_counted), EINVAL);
+    cr_assert_eq(evexec_future_set_result(direct, &mine, free_counted), EINVAL);
+    cr_assert_eq(evexec_future_set_error(wrapped, EIO), EINVAL);
+    cr_assert_eq(evexec_future_set_error(direct, EIO), EINVAL);
+    cr_assert(!evexec_future_done(wrapped));
+    cr_assert(!evexec_future_done(direct));
+    dispatch();
+    void *r = NULL;
+    cr_assert_eq(evexec_future_result(wrapped, &r), 0);
+    cr_assert_eq(((struct result *)r)->value, 5, "the work's result, not the value set");
+    cr_assert_eq(evexec_future_result(direct, &r), 0);
+    cr_assert_eq(((struct result *)r)->value, 6);
+    evexec_future_release(wrapped);
+    evexec_future_release(direct);
+    evexec_cfuture_release(cf);
+    free_loop();
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 2, "only the two work results are freed");
+}
