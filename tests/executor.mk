@@ -28,3 +28,6 @@ tests_plain_stress_executor_SOURCES = tests/plain_stress_executor.c
 tests_plain_stress_executor_CFLAGS = $(test_cflags)
 tests_plain_stress_executor_LDADD = $(evexec_prog_libs)
 tests_plain_stress_executor_LDFLAGS = $(evexec_prog_link_flags)
+
+# Suppressions of make check-valgrind (read by tests/run-test-valgrind).
+EXTRA_DIST += tests/valgrind.supp

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -30,7 +31,32 @@
  * machine needs, far below Criterion's timeout. */
 #define HANG_BOUND_MS 20000
 
-TestSuite(pool, .timeout = 60);
+/* Under AddressSanitizer, a leak fails the suite: LeakSanitizer's report at
+ * process exit comes after Criterion has counted the test as passed, so each
+ * test's fini hook checks for leaks itself and aborts (the suite then exits
+ * nonzero and the log names the leak). */
+#if defined(__SANITIZE_ADDRESS__)
+#define EXEC_TEST_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EXEC_TEST_LSAN 1
+#endif
+#endif
+#ifdef EXEC_TEST_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+static void fail_on_leaks(void)
+{
+#ifdef EXEC_TEST_LSAN
+    if (__lsan_do_recoverable_leak_check()) {
+        fprintf(stderr, "LeakSanitizer: the test above leaked memory\n");
+        abort();
+    }
+#endif
+}
+
+TestSuite(pool, .timeout = 60, .fini = fail_on_leaks);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -293,7 +319,8 @@ static void check_back_to_back_reuse(unsigned flags)
         evexec_cfuture_release(cf);
     }
     cr_assert_eq(stats_of(pool).threads_started, 1,
-                 "sequential submissions made %u workers", stats_of(pool).threads_started);
+                 "sequential submissions made %u workers",
+                 (unsigned)stats_of(pool).threads_started);
     evexec_pool_free(pool);
 }
 
