@@ -478,7 +478,9 @@ EVEXEC_EXPORT struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop
 
 /**
  * Run fn(arg) on pool (NULL → the loop's default pool) and return a loop
- * future for its outcome (asyncio loop.run_in_executor). One allocation per
+ * future for its outcome (asyncio loop.run_in_executor). arg stays the
+ * caller's; after a cancel the task may still be using it (see
+ * evexec_run_in_executor_ex to have it freed when the task is done with it). One allocation per
  * call. Until the future is done the loop stays alive (event_base_dispatch
  * does not return). If the future is cancelled the task never runs if it was
  * still queued, sees evexec_cancel_requested() if it runs, and any late
@@ -490,6 +492,22 @@ EVEXEC_EXPORT struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop
 EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
     struct evexec_pool *pool, evexec_work_fn fn, void *arg,
     evexec_free_fn free_result) EVEXEC_WARN_UNUSED;
+
+/**
+ * As evexec_run_in_executor(), and the library owns arg: free_arg(arg) is
+ * called exactly once, when the task can no longer touch it -- it finished,
+ * or it was cancelled before it started. That matters after a cancel: the
+ * future is done at once, but a running task goes on using arg until it
+ * returns, so freeing arg in a done callback would be a use-after-free.
+ * free_arg runs on the loop thread as the outcome is delivered (also for a
+ * future cancelled earlier), or, after evexec_loop_free, in the thread that
+ * disposes of the late outcome. If the call fails, free_arg is not called
+ * and arg stays the caller's.
+ * @return as evexec_run_in_executor(). Loop thread.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
+    struct evexec_pool *pool, evexec_work_fn fn, void *arg, evexec_free_fn free_result,
+    evexec_free_fn free_arg) EVEXEC_WARN_UNUSED;
 /**@}*/
 
 #ifdef __cplusplus

@@ -82,6 +82,7 @@ void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *ar
     cf->fn = fn;
     cf->arg = arg;
     cf->free_result = free_result;
+    cf->free_arg = NULL;
     atomic_init(&cf->state, EVEXEC_PENDING);
     atomic_init(&cf->flags, 0);
     atomic_init(&cf->refs, refs);

@@ -86,6 +86,11 @@ void evexec__chain_deliver(struct evexec__handle *h, bool discard)
     struct evexec_future *f = evexec__container_of(h, struct evexec_future, deliver_handle);
     struct evexec_loop *loop = f->loop;
     struct evexec_cfuture *cf = f->cf;
+    if (f->embedded && cf->free_arg) {
+        /* Delivered: the task finished, or never started and never will. */
+        cf->free_arg(cf->arg);
+        cf->free_arg = NULL;
+    }
     if (!discard) {
         loop->in_flight--;
         if (f->state == EVEXEC__F_PENDING) {
@@ -134,6 +139,14 @@ struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
                                              struct evexec_pool *pool, evexec_work_fn fn,
                                              void *arg, evexec_free_fn free_result)
 {
+    return evexec_run_in_executor_ex(loop, pool, fn, arg, free_result, NULL);
+}
+
+struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
+                                                struct evexec_pool *pool, evexec_work_fn fn,
+                                                void *arg, evexec_free_fn free_result,
+                                                evexec_free_fn free_arg)
+{
     int err = check_loop(loop, "evexec_run_in_executor");
     if (!err && !fn)
         err = EINVAL;
@@ -153,6 +166,7 @@ struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
     evexec__cfuture_init(&b->cf, fn, arg, free_result, 2); /* queue + future */
     b->cf.embedded = true;
     b->cf.on_done = rie_done;
+    b->cf.free_arg = free_arg;
     evexec__future_init(&b->f, loop, 2); /* caller + delivery */
     b->f.embedded = true;
     b->f.cf = &b->cf;

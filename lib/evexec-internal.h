@@ -148,6 +148,7 @@ struct evexec_cfuture {
     evexec_work_fn fn;
     void *arg;
     evexec_free_fn free_result;
+    evexec_free_fn free_arg;           /* run_in_executor_ex: arg is ours */
     _Atomic int state;                 /* EVEXEC_PENDING ... */
     _Atomic unsigned flags;            /* EVEXEC__CF_* */
     _Atomic unsigned refs;

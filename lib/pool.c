@@ -60,7 +60,10 @@ struct evexec_pool {
     _Atomic unsigned nreturning;
     _Atomic unsigned exit_word;           /* bumped when nalive reaches 0 */
     bool stopping, broken, orphan;
-    uint64_t submitted, completed, cancelled, threads_started;
+    uint64_t submitted, cancelled, threads_started;
+    /* Counted before the outcome is published, so a reader that saw every
+     * future done sees them all counted. */
+    _Atomic uint64_t completed;
     unsigned next_index;
     unsigned fork_gen;
     /* Read by spinning workers without the lock. */
@@ -353,6 +356,7 @@ static void *worker_main(void *arg)
                 /* Before the outcome is visible: whoever it wakes and
                  * submits again must find this worker counted as coming. */
                 atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&pool->completed, 1, memory_order_relaxed);
                 evexec__cfuture_finish_release(cf, err, result); /* + the queue's ref */
             } else {
                 atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
@@ -360,8 +364,6 @@ static void *worker_main(void *arg)
             }
             evexec__lock_acquire(&pool->lock);
             atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
-            if (started)
-                pool->completed++;
             continue;
         }
         if (pool->stopping || pool->broken)
@@ -593,7 +595,7 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
     stats->idle = pool->nidle;
     stats->queued = pool->queued;
     stats->submitted = pool->submitted;
-    stats->completed = pool->completed;
+    stats->completed = atomic_load_explicit(&pool->completed, memory_order_relaxed);
     stats->cancelled = pool->cancelled;
     stats->threads_started = pool->threads_started;
     evexec__lock_release(&pool->lock);

@@ -1021,3 +1021,98 @@ Test(chain, setting_a_chained_future_gives_einval_and_leaves_the_value_to_the_ca
     evexec_pool_free(pool);
     cr_assert_eq(atomic_load(&results_freed), 2, "only the two work results are freed");
 }
+
+/* ---- run_in_executor_ex: the library owns arg ----------------------------- */
+
+struct owned_arg {
+    atomic_int in_use;     /* 1 while the task reads it */
+    atomic_int freed;      /* times free_arg ran */
+    atomic_int used_after_free;
+};
+static struct owned_arg owned;
+
+static void owned_free(void *arg)
+{
+    struct owned_arg *a = arg;
+    if (atomic_load(&a->in_use))
+        atomic_fetch_add(&a->used_after_free, 1);
+    atomic_fetch_add(&a->freed, 1);
+}
+
+/* Uses its argument until its future is cancelled, like a task that reads a
+ * request buffer. */
+static int arg_reading_task(void *arg, void **result)
+{
+    struct owned_arg *a = arg;
+    atomic_store(&a->in_use, 1);
+    gate_pass();
+    for (int i = 0; i < GATE_SECONDS * 1000 && !evexec_cancel_requested(); i++)
+        usleep(1000);
+    usleep(2000); /* still reading after the cancel was seen */
+    atomic_store(&a->in_use, 0);
+    (void)result;
+    return ECANCELED;
+}
+
+Test(chain, run_in_executor_ex_frees_arg_only_after_a_cancelled_running_task_returns)
+{
+    make_loop();
+    reset_record();
+    memset(&owned, 0, sizeof(owned));
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_future *f = evexec_run_in_executor_ex(loop, pool, arg_reading_task, &owned,
+                                                        NULL, owned_free);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    cr_assert(gate_wait_for(1), "the task never started");
+    gate_open();
+    cr_assert(evexec_future_cancel(f));
+    cr_assert_eq(atomic_load(&owned.freed), 0, "arg freed while the task still runs");
+    dispatch(); /* runs until the late outcome is delivered */
+    cr_assert_eq(atomic_load(&owned.freed), 1);
+    cr_assert_eq(atomic_load(&owned.used_after_free), 0);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    evexec_future_release(f);
+    free_loop();
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&owned.freed), 1, "free_arg ran more than once");
+}
+
+Test(chain, run_in_executor_ex_frees_arg_of_a_task_cancelled_before_it_started)
+{
+    make_loop();
+    reset_record();
+    memset(&owned, 0, sizeof(owned));
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_future *blocker = evexec_run_in_executor(loop, pool, blocker_task, NULL, NULL);
+    cr_assert(gate_wait_for(1));
+    struct evexec_future *f = evexec_run_in_executor_ex(loop, pool, arg_reading_task, &owned,
+                                                        NULL, owned_free);
+    cr_assert_not_null(f);
+    cr_assert(evexec_future_cancel(f));
+    gate_open();
+    dispatch();
+    cr_assert_eq(atomic_load(&owned.freed), 1);
+    cr_assert_eq(atomic_load(&owned.in_use), 0, "a task cancelled while queued ran");
+    evexec_future_release(f);
+    evexec_future_release(blocker);
+    free_loop();
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&owned.freed), 1);
+}
+
+Test(chain, run_in_executor_ex_leaves_arg_to_the_caller_when_it_fails)
+{
+    make_loop();
+    memset(&owned, 0, sizeof(owned));
+    struct evexec_pool *pool = new_pool(1);
+    evexec_pool_shutdown(pool, 0);
+    errno = 0;
+    cr_assert_null(evexec_run_in_executor_ex(loop, pool, arg_reading_task, &owned, NULL,
+                                             owned_free));
+    cr_assert_eq(errno, ESHUTDOWN);
+    cr_assert_eq(atomic_load(&owned.freed), 0);
+    free_loop();
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&owned.freed), 0);
+}
