@@ -592,14 +592,9 @@ int main(void)
     int grc = evexec_pool_get_stats(pool, &st);
     evexec_pool_free(pool);
 
-    /* The default pool was detached by evexec_loop_free: wait (bounded) for
-     * its last tasks, then a moment for their completions to be disposed
-     * of, before dropping the futures that keep the loop's memory (a worker
-     * still inside its post must not outlive that memory: BUG 1 of
-     * notes/reliability.md). */
-    for (int i = 0; i < 20000 && atomic_load(&tasks_finished) != atomic_load(&tasks_started); i++)
-        sleep_us(1000);
-    sleep_us(100000);
+    /* The default pool was detached by evexec_loop_free: its workers may
+     * still run teardown tasks. Drop the futures now (the workers dispose of
+     * their late results themselves), then wait, bounded, for the counts. */
     unsigned td_ran = 0, td_cancelled = 0;
     for (unsigned i = 0; i < nteardown; i++) {
         struct evexec_future *f = teardown_futures[i].f;
@@ -609,7 +604,10 @@ int main(void)
             atomic_fetch_add(&unexpected_errors, 1); /* loop_free cancels pending ones */
         evexec_future_release(f);
     }
-    /* Results of the detached pool's tasks are freed by its workers. */
+    /* Results of the detached pool's tasks are freed by its workers once
+     * the tasks are done. */
+    for (int i = 0; i < 20000 && atomic_load(&tasks_finished) != atomic_load(&tasks_started); i++)
+        sleep_us(1000);
     unsigned top = atomic_load(&next_id);
     if (top > MAX_IDS)
         top = MAX_IDS;

@@ -202,36 +202,6 @@ static struct evexec_pool *pool_of(unsigned max_workers)
     return evexec_pool_new(&cfg);
 }
 
-/* BUG 1 of notes/reliability.md: a worker that posted a completion may
- * still touch the loop after the loop thread saw the future done. Until the
- * library keeps the loop alive across a post, wait before evexec_loop_free
- * until the pool's workers are past every post: each task counted as
- * completed or cancelled. Bounded; public API only. */
-#define BUG1_WORKAROUND 1
-static void pool_quiesce(struct evexec_pool *pool)
-{
-#if BUG1_WORKAROUND
-    struct evexec_pool_stats st;
-    for (int i = 0; pool && i < 4000; i++) {
-        if (evexec_pool_get_stats(pool, &st) != 0 ||
-            st.completed + st.cancelled >= st.submitted)
-            return;
-        struct timespec ts = { 0, 1000000L };
-        nanosleep(&ts, NULL);
-    }
-#else
-    (void)pool;
-#endif
-}
-
-/* Free a loop; if it made its default pool, after that pool quiesced. */
-static void loop_free_quiesced(struct evexec_loop *loop, bool made_default_pool)
-{
-    if (made_default_pool)
-        pool_quiesce(evexec_loop_default_pool(loop));
-    evexec_loop_free(loop);
-}
-
 /* The outcome of a run: 0, or the first error and where it was seen. */
 struct run {
     int err;
@@ -360,13 +330,13 @@ static void scenario_loop(struct run *r)
     event_base_free(base);
 }
 
-/* run_in_executor on the loop's default pool, then on a private pool, then
- * again on the default pool (reusing a recycled block), each with a done
- * callback; the loop runs until each is done. One completion at a time, and
- * the private pool is joined before the loop is freed: two completions at
- * once followed by evexec_loop_free hit BUG 1 of notes/reliability.md. */
-static struct evexec_future *rie_step(struct run *r, struct evexec_loop *loop,
-                                      struct evexec_pool *pool, const char *where)
+/* run_in_executor on the loop's default pool and on a private pool at once,
+ * each with a done callback; the loop runs until both are done. Then once
+ * more on the default pool (reusing a recycled block) and the loop is freed
+ * at once, its worker possibly still inside its post, before the private
+ * pool is. */
+static struct evexec_future *rie_start(struct run *r, struct evexec_loop *loop,
+                                       struct evexec_pool *pool, const char *where)
 {
     struct evexec_future *f = evexec_run_in_executor(loop, pool, work_ok, NULL, result_free);
     if (!f) {
@@ -374,10 +344,16 @@ static struct evexec_future *rie_step(struct run *r, struct evexec_loop *loop,
         return NULL;
     }
     note(r, add_f_cb(f), "evexec_future_add_done_callback", false);
-    cr_assert_neq(event_base_dispatch(evexec_loop_base(loop)), -1);
+    return f;
+}
+
+static void rie_finish(struct run *r, struct evexec_future *f, const char *where)
+{
+    if (!f)
+        return;
     cr_assert(evexec_future_done(f), "%s: dispatch returned with a pending future", where);
     note(r, evexec_future_result(f, NULL), where, true);
-    return f;
+    evexec_future_release(f);
 }
 
 static void scenario_run_in_executor(struct run *r)
@@ -390,19 +366,19 @@ static void scenario_run_in_executor(struct run *r)
         event_base_free(base);
         return;
     }
-    struct evexec_future *f = rie_step(r, loop, NULL, "run_in_executor(default pool)");
-    /* Only one allocation fails per run, so by the end the default pool
-     * exists (made by the first or the last step). */
-    bool used_default = true;
-    evexec_future_release(f); /* its block goes to the loop's spares */
     struct evexec_pool *pool = pool_of(1);
     if (!pool)
         note(r, errno, "evexec_pool_new", false);
-    else
-        evexec_future_release(rie_step(r, loop, pool, "run_in_executor(pool)"));
-    evexec_future_release(rie_step(r, loop, NULL, "run_in_executor(default, again)"));
+    struct evexec_future *fd = rie_start(r, loop, NULL, "run_in_executor(default pool)");
+    struct evexec_future *fp = pool ? rie_start(r, loop, pool, "run_in_executor(pool)") : NULL;
+    cr_assert_neq(event_base_dispatch(base), -1);
+    rie_finish(r, fd, "run_in_executor(default pool)");
+    rie_finish(r, fp, "run_in_executor(pool)");
+    struct evexec_future *again = rie_start(r, loop, NULL, "run_in_executor(default, again)");
+    cr_assert_neq(event_base_dispatch(base), -1);
+    rie_finish(r, again, "run_in_executor(default, again)");
+    evexec_loop_free(loop);
     evexec_pool_free(pool);
-    loop_free_quiesced(loop, used_default);
     event_base_free(base);
 }
 
@@ -827,8 +803,8 @@ Test(fault, run_in_executor_without_any_thread_fails_on_the_loop_with_eagain)
         evexec_future_release(f);
     }
     cr_assert_eq(atomic_load(&callbacks_run), 2);
+    evexec_loop_free(loop);
     evexec_pool_free(pool);
-    loop_free_quiesced(loop, true);
     event_base_free(base);
     tally_check("run_in_executor threads", 1);
     assert_no_leaks();

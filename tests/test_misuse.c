@@ -343,6 +343,12 @@ Test(misuse, bad_pool_config_and_flags_give_einval)
     cr_assert_null(evexec_pool_new(&cfg));
     cr_assert_eq(errno, EINVAL);
 
+    cfg.min_workers = 0;
+    cfg.flags = 0x80000000u;
+    errno = 0;
+    cr_assert_null(evexec_pool_new(&cfg));
+    cr_assert_eq(errno, EINVAL, "an unknown flag is refused");
+
     struct evexec_pool *pool = small_pool(1);
     cr_assert_eq(evexec_pool_shutdown(pool, 0x80u), EINVAL);
     /* An unknown flag changed nothing: the pool still accepts work. */
@@ -437,6 +443,49 @@ Test(misuse, setting_a_done_future_gives_einval_and_leaves_the_result_to_the_cal
     cr_assert_eq(evexec_future_result(f, NULL), ECANCELED);
     cr_assert(evexec_future_cancelled(f));
     evexec_future_release(f);
+    fixture_down(&fx);
+}
+
+static int work_gated_value(void *arg, void **result)
+{
+    work_gated(arg, result);
+    return work_ok(NULL, result);
+}
+
+Test(misuse, setting_a_chained_future_gives_einval_and_only_its_work_completes_it)
+{
+    struct fixture fx;
+    fixture_up(&fx);
+    struct evexec_pool *pool = small_pool(1);
+    struct gate g;
+    gate_init(&g);
+    atomic_store(&frees, 0);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, work_gated_value, &g, count_free);
+    struct evexec_future *wrapped = evexec_wrap_cfuture(fx.loop, cf);
+    struct evexec_future *chained = evexec_run_in_executor(fx.loop, pool, work_ok, NULL, count_free);
+    cr_assert_not_null(wrapped);
+    cr_assert_not_null(chained);
+    int *mine = malloc(sizeof(*mine));
+    struct evexec_future *both[] = { wrapped, chained };
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(evexec_future_set_result(both[i], mine, count_free), EINVAL);
+        cr_assert_eq(evexec_future_set_error(both[i], EIO), EINVAL);
+        cr_assert_eq(evexec_future_done(both[i]), false);
+    }
+    gate_open(&g);
+    cr_assert_neq(event_base_dispatch(fx.base), -1);
+    void *res = NULL;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(evexec_future_result(both[i], &res), 0, "the work's outcome, not ours");
+        cr_assert_eq(*(int *)res, 42);
+        cr_assert_eq(evexec_future_set_result(both[i], mine, count_free), EINVAL);
+        evexec_future_release(both[i]);
+    }
+    evexec_cfuture_release(cf);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&frees), 2, "the two work results, never the refused one");
+    free(mine);
+    gate_destroy(&g);
     fixture_down(&fx);
 }
 

@@ -328,6 +328,42 @@ Test(teardown, loop_free_never_blocks_on_running_default_pool_work)
      * task when the test ends. */
 }
 
+static int work_nothing(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    return 0;
+}
+
+/* Regression (BUG 1 of notes/reliability.md, fixed in 5203488/10b7559): a
+ * worker still inside its post while the loop already delivered the
+ * completion, the program released the future and freed the loop. Two
+ * workers completing together make the window wide; ASan sees the rest. */
+Test(teardown, loop_free_right_after_completions_from_two_workers)
+{
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = 1;
+    int rounds = RUNNING_ON_VALGRIND ? 30 : 300;
+    for (int i = 0; i < rounds; i++) {
+        struct evexec_pool *a = evexec_pool_new(&cfg), *b = evexec_pool_new(&cfg);
+        struct event_base *base = event_base_new();
+        struct evexec_loop *loop = evexec_loop_new(base);
+        struct evexec_future *fa = evexec_run_in_executor(loop, a, work_nothing, NULL, NULL);
+        struct evexec_future *fb = evexec_run_in_executor(loop, b, work_nothing, NULL, NULL);
+        cr_assert_not_null(fa);
+        cr_assert_not_null(fb);
+        cr_assert_neq(event_base_dispatch(base), -1);
+        cr_assert(evexec_future_done(fa) && evexec_future_done(fb));
+        evexec_future_release(fa);
+        evexec_future_release(fb);
+        evexec_loop_free(loop); /* the workers may still be posting */
+        event_base_free(base);
+        evexec_pool_free(a);
+        evexec_pool_free(b);
+    }
+    assert_no_leaks();
+}
+
 /* ---- pools freed while loops hold chained futures ----------------------- */
 
 Test(teardown, pool_freed_first_then_the_loop_delivers_every_result)
