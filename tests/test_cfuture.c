@@ -519,6 +519,86 @@ Test(cfuture, every_waiting_thread_wakes_when_done)
     fixture_finish(&fx);
 }
 
+struct result_waiter {
+    struct evexec_cfuture *cf;
+    bool take;
+    struct gate *start;      /* waits here first, if set */
+    void *result;
+    int rc;
+};
+
+static void *wait_for_result(void *arg)
+{
+    struct result_waiter *w = arg;
+    if (w->start)
+        gate_pass(w->start);
+    w->rc = w->take ? evexec_cfuture_take_result(w->cf, -1, &w->result)
+                    : evexec_cfuture_result(w->cf, -1, &w->result);
+    return NULL;
+}
+
+Test(cfuture, cancel_wakes_threads_waiting_for_the_result)
+{
+    struct fixture fx;
+    fixture_init(&fx);
+    struct task t = {0};
+    struct evexec_cfuture *cf = submit(fx.pool, &t, NULL);
+    struct gate started;
+    gate_init(&started);
+    gate_open(&started); /* only counts arrivals */
+    struct result_waiter w[3];
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = (struct result_waiter){ .cf = cf, .start = &started, .rc = -1 };
+        cr_assert_eq(pthread_create(&threads[i], NULL, wait_for_result, &w[i]), 0);
+    }
+    cr_assert(gate_wait_arrived(&started, 3));
+    /* The worker is still held, so only the cancel can wake them. */
+    cr_assert(evexec_cfuture_cancel(cf));
+    for (int i = 0; i < 3; i++) {
+        pthread_join(threads[i], NULL);
+        cr_assert_eq(w[i].rc, ECANCELED);
+    }
+    evexec_cfuture_release(cf);
+    fixture_finish(&fx);
+    cr_assert_eq(atomic_load(&t.runs), 0);
+    gate_destroy(&started);
+}
+
+Test(cfuture, concurrent_take_result_gives_the_result_to_one_thread_only)
+{
+    struct fixture fx;
+    fixture_init(&fx);
+    atomic_int frees = 0;
+    struct task t = { .store_result = true, .value = 5, .frees = &frees };
+    struct evexec_cfuture *cf = submit(fx.pool, &t, free_counted);
+    struct result_waiter w[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct result_waiter){ .cf = cf, .take = true, .rc = -1 };
+        cr_assert_eq(pthread_create(&threads[i], NULL, wait_for_result, &w[i]), 0);
+    }
+    gate_open(&fx.hold);
+    int winners = 0;
+    void *taken = NULL;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        if (w[i].rc == 0) {
+            winners++;
+            taken = w[i].result;
+        } else {
+            cr_assert_eq(w[i].rc, EVEXEC_ETAKEN);
+        }
+    }
+    cr_assert_eq(winners, 1);
+    cr_assert_not_null(taken);
+    cr_assert_eq(((struct counted *)taken)->value, 5);
+    evexec_cfuture_release(cf);
+    fixture_finish(&fx);
+    cr_assert_eq(atomic_load(&frees), 0, "the future freed a taken result");
+    free_counted(taken);
+}
+
 Test(cfuture, wait_with_bad_arguments_is_einval)
 {
     cr_assert_eq(evexec_cfuture_wait(NULL, 0), EINVAL);
