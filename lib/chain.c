@@ -59,8 +59,10 @@ void evexec__chain_release_block(struct evexec_future *f)
     struct rie_block *b = evexec__container_of(f, struct rie_block, f);
     if (!evexec__cfuture_unref(&b->cf))
         return; /* the pool's queue still holds it; the worker frees it */
-    evexec__cfuture_destroy_contents(&b->cf);
-    /* The free list is the loop thread's: look at it only from there. */
+    /* Nothing left inside: the delivery (which came before the future could
+     * die) moved the result into the future or freed it, and a cfuture with
+     * on_done has no callbacks. The free list is the loop thread's: look
+     * at it only from there. */
     if (evexec__loop_on_thread(loop) && !evexec__loop_closed(loop) &&
         loop->nspare < SPARE_BLOCKS_MAX) {
         *(void **)b = loop->spare_blocks;
@@ -180,7 +182,8 @@ struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
         errno = err;
         return NULL;
     }
-    evexec__loop_update_listening(loop);
+    if (!loop->listening)
+        evexec__loop_update_listening(loop);
     return &b->f;
 }
 
