@@ -489,6 +489,53 @@ Test(misuse, setting_a_chained_future_gives_einval_and_only_its_work_completes_i
     fixture_down(&fx);
 }
 
+Test(misuse, a_result_taken_through_one_side_of_a_chain_is_gone_from_both)
+{
+    struct fixture fx;
+    fixture_up(&fx);
+    struct evexec_pool *pool = small_pool(1);
+    atomic_store(&frees, 0);
+
+    /* Taken from the wrapped loop future: the cfuture says ETAKEN. */
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, work_ok, NULL, count_free);
+    struct evexec_future *wrapped = evexec_wrap_cfuture(fx.loop, cf);
+    cr_assert_not_null(wrapped);
+    cr_assert_neq(event_base_dispatch(fx.base), -1);
+    void *res = NULL, *again = NULL;
+    cr_assert_eq(evexec_future_take_result(wrapped, &res), 0);
+    cr_assert_eq(*(int *)res, 42);
+    cr_assert_eq(evexec_cfuture_result(cf, 0, &again), EVEXEC_ETAKEN);
+    cr_assert_eq(evexec_cfuture_take_result(cf, 0, &again), EVEXEC_ETAKEN);
+    cr_assert_eq(evexec_future_result(wrapped, &again), EVEXEC_ETAKEN);
+    evexec_future_release(wrapped);
+    evexec_cfuture_release(cf);
+    free(res);
+
+    /* Taken from the cfuture: the wrapped loop future says ETAKEN. */
+    cf = evexec_pool_submit(pool, work_ok, NULL, count_free);
+    wrapped = evexec_wrap_cfuture(fx.loop, cf);
+    cr_assert_neq(event_base_dispatch(fx.base), -1);
+    cr_assert_eq(evexec_cfuture_take_result(cf, 0, &res), 0);
+    cr_assert_eq(evexec_future_result(wrapped, &again), EVEXEC_ETAKEN);
+    cr_assert_eq(evexec_future_take_result(wrapped, &again), EVEXEC_ETAKEN);
+    evexec_future_release(wrapped);
+    evexec_cfuture_release(cf);
+    free(res);
+
+    /* run_in_executor: taken, then asked again. */
+    struct evexec_future *f = evexec_run_in_executor(fx.loop, pool, work_ok, NULL, count_free);
+    cr_assert_neq(event_base_dispatch(fx.base), -1);
+    cr_assert_eq(evexec_future_take_result(f, &res), 0);
+    cr_assert_eq(evexec_future_take_result(f, &again), EVEXEC_ETAKEN);
+    cr_assert_eq(evexec_future_result(f, &again), EVEXEC_ETAKEN);
+    evexec_future_release(f);
+    free(res);
+
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&frees), 0, "a taken result is never freed by the library");
+    fixture_down(&fx);
+}
+
 Test(misuse, result_before_done_gives_einprogress_and_take_twice_gives_etaken)
 {
     struct fixture fx;
