@@ -666,6 +666,36 @@ Test(misuse, after_shutdown_submits_fail_with_eshutdown_and_shutdown_is_repeatab
     fixture_down(&fx);
 }
 
+struct shutdown_probe {
+    struct evexec_pool *pool;
+    atomic_int rc;
+};
+
+static void shutdown_wait_from_callback(struct evexec_cfuture *cf, void *arg)
+{
+    (void)cf;
+    struct shutdown_probe *p = arg;
+    atomic_store(&p->rc, evexec_pool_shutdown(p->pool, EVEXEC_SHUTDOWN_WAIT));
+}
+
+Test(misuse, shutdown_wait_from_a_done_callback_running_on_a_worker_gives_edeadlk)
+{
+    struct evexec_pool *pool = small_pool(1);
+    struct gate g;
+    gate_init(&g);
+    struct shutdown_probe probe = { pool, -1 };
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, work_gated, &g, NULL);
+    cr_assert(gate_wait_arrived(&g, 1));
+    /* Registered while it runs: the callback runs in the worker that
+     * completes it. */
+    cr_assert_eq(evexec_cfuture_add_done_callback(cf, shutdown_wait_from_callback, &probe), 0);
+    gate_open(&g);
+    evexec_pool_free(pool); /* joins: the callback has run */
+    cr_assert_eq(atomic_load(&probe.rc), EDEADLK);
+    evexec_cfuture_release(cf);
+    gate_destroy(&g);
+}
+
 Test(misuse, bounded_queue_full_gives_eagain_from_submit_and_run_in_executor)
 {
     struct fixture fx;
