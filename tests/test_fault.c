@@ -721,6 +721,38 @@ Test(fault, sweep_every_thread_creation_of_the_pool)
     assert_no_leaks();
 }
 
+/* Fail each worker creation of a loop scenario in turn: the loop futures
+ * whose task got no worker fail with EAGAIN on the loop, nothing hangs. */
+static void sweep_threads_of(const char *what, void (*scenario)(struct run *))
+{
+    disarm();
+    tally_reset();
+    struct run r = {0};
+    long before = evexec__fault_thread_count();
+    scenario(&r);
+    long total = evexec__fault_thread_count() - before;
+    cr_assert_eq(r.err, 0, "%s without faults: %s", what, evexec_strerror(r.err));
+    cr_assert_gt(total, 0);
+    for (long n = 1; n <= total; n++) {
+        tally_reset();
+        memset(&r, 0, sizeof(r));
+        evexec__fault_fail_thread(n);
+        scenario(&r);
+        disarm();
+        cr_assert(r.err == 0 || (r.from_task && r.err == EAGAIN),
+                  "%s, thread %ld failed: %s at %s", what, n, evexec_strerror(r.err), r.where);
+        tally_check(what, n);
+    }
+    cr_log_info("%s: %ld thread creations swept", what, total);
+    assert_no_leaks();
+}
+
+Test(fault, sweep_every_thread_creation_of_run_in_executor_and_wrap_cfuture)
+{
+    sweep_threads_of("run_in_executor", scenario_run_in_executor);
+    sweep_threads_of("wrap_cfuture", scenario_wrap);
+}
+
 Test(fault, no_thread_at_all_fails_the_task_with_eagain_then_the_pool_recovers)
 {
     tally_reset();
