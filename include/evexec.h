@@ -337,6 +337,8 @@ EVEXEC_EXPORT int evexec_call_soon(struct evexec_loop *loop, evexec_callback_fn 
  * (at most one write per batch). FIFO per producer thread; from the loop
  * thread it is evexec_call_soon(). A callback posted while nothing keeps the
  * loop listening (see evexec_loop_ref) runs when it listens again.
+ * The loop must outlive the call: stop such producers (join them) before
+ * evexec_loop_free(); EVEXEC_ECLOSED is a courtesy, not a shutdown signal.
  * @return 0, EINVAL, ENOMEM, EVEXEC_ECLOSED, EVEXEC_EFORKED. Any thread.
  */
 EVEXEC_EXPORT int evexec_call_soon_threadsafe(struct evexec_loop *loop,
@@ -349,7 +351,8 @@ EVEXEC_EXPORT int evexec_call_soon_threadsafe(struct evexec_loop *loop,
  * ref needs one unref. Loop thread. NULL, a freed or a forked loop: no-op.
  */
 EVEXEC_EXPORT void evexec_loop_ref(struct evexec_loop *loop);
-/** Undo one evexec_loop_ref(). Loop thread. */
+/** Undo one evexec_loop_ref(). Loop thread. An unref without a ref is
+ *  ignored (debug builds abort). */
 EVEXEC_EXPORT void evexec_loop_unref(struct evexec_loop *loop);
 
 /**
@@ -424,12 +427,13 @@ EVEXEC_EXPORT int evexec_future_set_error(struct evexec_future *f, int err);
 /**
  * Cancel: a pending future becomes cancelled and its done callbacks are
  * scheduled; a chained one also cancels its concurrent future.
- * @return true if the future is cancelled after the call.
+ * @return true if the future is cancelled after the call; false if it is
+ *   finished, or NULL.
  */
 EVEXEC_EXPORT bool evexec_future_cancel(struct evexec_future *f);
-/** True once finished, failed or cancelled. */
+/** True once finished, failed or cancelled; false for NULL. */
 EVEXEC_EXPORT bool evexec_future_done(struct evexec_future *f);
-/** True if cancelled. */
+/** True if cancelled; false for NULL. */
 EVEXEC_EXPORT bool evexec_future_cancelled(struct evexec_future *f);
 
 /**
@@ -462,7 +466,8 @@ EVEXEC_EXPORT void evexec_future_retain(struct evexec_future *f);
  *  took. NULL is a no-op. */
 EVEXEC_EXPORT void evexec_future_release(struct evexec_future *f);
 
-/** @return the future's loop (even after evexec_loop_free, for comparison only). */
+/** @return the future's loop (even after evexec_loop_free, for comparison
+ *  only), or NULL with errno EINVAL if f is NULL. */
 EVEXEC_EXPORT struct evexec_loop *evexec_future_loop(struct evexec_future *f);
 
 /**
