@@ -10,12 +10,12 @@ check_PROGRAMS += tests/test_pool tests/test_cfuture
 TESTS += tests/test_pool tests/test_cfuture
 VALGRIND_SUITES += tests/test_pool tests/test_cfuture
 
-tests_test_pool_SOURCES = tests/test_pool.c
+tests_test_pool_SOURCES = tests/test_pool.c tests/testutil.h
 tests_test_pool_CFLAGS = $(test_cflags)
 tests_test_pool_LDADD = $(test_libs)
 tests_test_pool_LDFLAGS = $(evexec_prog_link_flags)
 
-tests_test_cfuture_SOURCES = tests/test_cfuture.c
+tests_test_cfuture_SOURCES = tests/test_cfuture.c tests/testutil.h
 tests_test_cfuture_CFLAGS = $(test_cflags)
 tests_test_cfuture_LDADD = $(test_libs)
 tests_test_cfuture_LDFLAGS = $(evexec_prog_link_flags)
@@ -24,7 +24,7 @@ endif
 
 check_PROGRAMS += tests/plain_stress_executor
 TESTS += tests/plain_stress_executor
-tests_plain_stress_executor_SOURCES = tests/plain_stress_executor.c
+tests_plain_stress_executor_SOURCES = tests/plain_stress_executor.c tests/testutil.h
 tests_plain_stress_executor_CFLAGS = $(test_cflags)
 tests_plain_stress_executor_LDADD = $(evexec_prog_libs)
 tests_plain_stress_executor_LDFLAGS = $(evexec_prog_link_flags)

@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "evexec.h"
+#include "testutil.h"
 
 #define NTHREADS 4
 #define RING 32          /* futures a thread keeps before releasing them */
@@ -279,23 +280,6 @@ static long env_long(const char *name, long fallback)
     return *end == '\0' && n > 0 ? n : fallback;
 }
 
-static int test_number;
-static int failures;
-
-static void tap(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++test_number);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (!ok)
-        failures++;
-    fflush(stdout);
-}
-
 int main(int argc, char **argv)
 {
     total_tasks = env_long("EVEXEC_STRESS_TASKS", 100000);
@@ -402,5 +386,5 @@ int main(int argc, char **argv)
         ", cancelled %" PRIu64 ", threads %u)",
         st.submitted, st.completed, st.cancelled, st.threads);
     free(records);
-    return failures ? 1 : 0;
+    return tap_failed ? 1 : 0;
 }

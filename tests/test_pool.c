@@ -26,124 +26,12 @@
 #include <unistd.h>
 
 #include "evexec.h"
+#include "testutil.h"
 
-/* Upper bound on any wait for another thread; far above what a loaded
- * machine needs, far below Criterion's timeout. */
-#define HANG_BOUND_MS 20000
-
-/* Under AddressSanitizer, a leak fails the suite: LeakSanitizer's report at
- * process exit comes after Criterion has counted the test as passed, so each
- * test's fini hook checks for leaks itself and aborts (the suite then exits
- * nonzero and the log names the leak). */
-#if defined(__SANITIZE_ADDRESS__)
-#define EXEC_TEST_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EXEC_TEST_LSAN 1
-#endif
-#endif
-#ifdef EXEC_TEST_LSAN
-#include <sanitizer/lsan_interface.h>
-#endif
-
-static void fail_on_leaks(void)
-{
-#ifdef EXEC_TEST_LSAN
-    if (__lsan_do_recoverable_leak_check()) {
-        fprintf(stderr, "LeakSanitizer: the test above leaked memory\n");
-        abort();
-    }
-#endif
-}
-
+/* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
 TestSuite(pool, .timeout = 60, .fini = fail_on_leaks);
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
-static void deadline_in(struct timespec *ts, long ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-/* A gate: tasks that pass it count themselves as arrived and block until
- * the main thread opens it. */
-struct gate {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    unsigned arrived;
-    bool open;
-};
-
-static void gate_init(struct gate *g)
-{
-    pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->cond, NULL);
-    g->arrived = 0;
-    g->open = false;
-}
-
-static void gate_destroy(struct gate *g)
-{
-    pthread_mutex_destroy(&g->lock);
-    pthread_cond_destroy(&g->cond);
-}
-
-/* Arrive and block until the gate opens (bounded: never hang a worker). */
-static void gate_pass(struct gate *g)
-{
-    struct timespec deadline;
-    deadline_in(&deadline, HANG_BOUND_MS);
-    pthread_mutex_lock(&g->lock);
-    g->arrived++;
-    pthread_cond_broadcast(&g->cond);
-    while (!g->open)
-        if (pthread_cond_timedwait(&g->cond, &g->lock, &deadline) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&g->lock);
-}
-
-/* Main thread: wait until at least n tasks arrived; false on the hang bound. */
-static bool gate_wait_arrived(struct gate *g, unsigned n)
-{
-    struct timespec deadline;
-    deadline_in(&deadline, HANG_BOUND_MS);
-    pthread_mutex_lock(&g->lock);
-    while (g->arrived < n)
-        if (pthread_cond_timedwait(&g->cond, &g->lock, &deadline) == ETIMEDOUT)
-            break;
-    bool ok = g->arrived >= n;
-    pthread_mutex_unlock(&g->lock);
-    return ok;
-}
-
-static unsigned gate_arrived(struct gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    unsigned n = g->arrived;
-    pthread_mutex_unlock(&g->lock);
-    return n;
-}
-
-static void gate_open(struct gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->open = true;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->lock);
-}
 
 static int blocking_task(void *arg, void **result)
 {

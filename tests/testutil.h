@@ -1,0 +1,347 @@
+/*
+ * testutil.h -- helpers shared by the test programs of both halves: bounded
+ * waits (a deadline, a sleep, a gate that holds worker threads), a dispatch
+ * of an event_base bounded by a watchdog thread, TAP output for the plain
+ * programs, and the LeakSanitizer check the Criterion suites run after each
+ * test.
+ *
+ * Header only, every function static inline: each test program is one .c
+ * file plus this header, so no extra object has to be built per program (the
+ * TSan, ASan and plain builds compile each program with its own flags).
+ * Nothing here asserts: the helpers report, and the caller (on the main
+ * thread) asserts, so the header serves the plain TAP programs as well as
+ * the Criterion suites.
+ */
+#ifndef EVEXEC_TESTUTIL_H
+#define EVEXEC_TESTUTIL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "evexec.h"
+
+/* Upper bound on any wait for another thread: far above what a loaded
+ * machine needs, below the Criterion timeouts, so a hang fails a test
+ * instead of blocking it. */
+#define HANG_BOUND_MS 20000
+
+/* ---- time ---------------------------------------------------------------- */
+
+/* An absolute CLOCK_REALTIME deadline ms from now, for
+ * pthread_cond_timedwait. */
+static inline void deadline_in(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Sleep ms, resumed after a signal. Only for pacing and polling: no test
+ * passes or fails on how long something took. */
+static inline void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+/* ---- gate: holds worker threads until the test opens it ------------------ */
+
+/* Threads that pass the gate count themselves as arrived and block until
+ * the test opens it; the test waits for a number of arrivals first, so it
+ * knows which tasks are running. Every wait is bounded by HANG_BOUND_MS. */
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned arrived;
+    bool open;
+};
+
+/* For a gate with static storage (a program-wide gate). */
+#define GATE_INITIALIZER {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false}
+
+static inline void gate_init(struct gate *g)
+{
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->arrived = 0;
+    g->open = false;
+}
+
+static inline void gate_destroy(struct gate *g)
+{
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->cond);
+}
+
+/* Worker side: arrive, then block until the gate opens (bounded: a worker
+ * is never left hanging by a failed test). */
+static inline void gate_pass(struct gate *g)
+{
+    struct timespec deadline;
+    deadline_in(&deadline, HANG_BOUND_MS);
+    pthread_mutex_lock(&g->lock);
+    g->arrived++;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        if (pthread_cond_timedwait(&g->cond, &g->lock, &deadline) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Test side: wait until at least n threads arrived; false on the bound. */
+static inline bool gate_wait_arrived(struct gate *g, unsigned n)
+{
+    struct timespec deadline;
+    deadline_in(&deadline, HANG_BOUND_MS);
+    pthread_mutex_lock(&g->lock);
+    while (g->arrived < n)
+        if (pthread_cond_timedwait(&g->cond, &g->lock, &deadline) == ETIMEDOUT)
+            break;
+    bool ok = g->arrived >= n;
+    pthread_mutex_unlock(&g->lock);
+    return ok;
+}
+
+static inline unsigned gate_arrived(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    unsigned n = g->arrived;
+    pthread_mutex_unlock(&g->lock);
+    return n;
+}
+
+static inline void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* ---- a dispatch bounded by a watchdog ------------------------------------ */
+
+/* A thread that, unless stopped first, breaks the loop after its time: a bug
+ * that keeps event_base_dispatch running then fails a test instead of
+ * hanging it. It breaks the loop through the bridge itself
+ * (call_soon_threadsafe), the way a foreign thread is meant to reach it. */
+struct watchdog {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop;
+    atomic_bool fired;
+    int seconds;
+    struct evexec_loop *loop;
+    struct event_base *base;
+};
+
+static inline void watchdog_break(void *arg)
+{
+    struct watchdog *wd = arg;
+    event_base_loopbreak(wd->base);
+}
+
+static inline void *watchdog_main(void *arg)
+{
+    struct watchdog *wd = arg;
+    struct timespec deadline;
+    deadline_in(&deadline, wd->seconds * 1000L);
+    pthread_mutex_lock(&wd->lock);
+    while (!wd->stop) {
+        if (pthread_cond_timedwait(&wd->cond, &wd->lock, &deadline) == ETIMEDOUT) {
+            if (!wd->stop) {
+                atomic_store(&wd->fired, true);
+                evexec_call_soon_threadsafe(wd->loop, watchdog_break, wd);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&wd->lock);
+    return NULL;
+}
+
+/* Start a watchdog on loop/base; @return pthread_create's result (0: it
+ * runs, and watchdog_stop must follow). */
+static inline int watchdog_start(struct watchdog *wd, struct evexec_loop *loop,
+                                 struct event_base *base, int seconds)
+{
+    pthread_mutex_init(&wd->lock, NULL);
+    pthread_cond_init(&wd->cond, NULL);
+    wd->stop = false;
+    atomic_init(&wd->fired, false);
+    wd->seconds = seconds;
+    wd->loop = loop;
+    wd->base = base;
+    int rc = pthread_create(&wd->thread, NULL, watchdog_main, wd);
+    if (rc != 0) {
+        pthread_mutex_destroy(&wd->lock);
+        pthread_cond_destroy(&wd->cond);
+    }
+    return rc;
+}
+
+/* Stop and join the watchdog; @return true if it had to break the loop. */
+static inline bool watchdog_stop(struct watchdog *wd)
+{
+    pthread_mutex_lock(&wd->lock);
+    wd->stop = true;
+    pthread_cond_signal(&wd->cond);
+    pthread_mutex_unlock(&wd->lock);
+    pthread_join(wd->thread, NULL);
+    pthread_mutex_destroy(&wd->lock);
+    pthread_cond_destroy(&wd->cond);
+    return atomic_load(&wd->fired);
+}
+
+/* Dispatch base under a watchdog of the given seconds; @return true if the
+ * dispatch ended by itself without error, false if it failed, had to be
+ * broken, or the watchdog could not start. */
+static inline bool dispatch_bounded(struct event_base *base, struct evexec_loop *loop,
+                                    int seconds)
+{
+    struct watchdog wd;
+    if (watchdog_start(&wd, loop, base, seconds) != 0)
+        return false;
+    int rc = event_base_dispatch(base);
+    bool fired = watchdog_stop(&wd);
+    return rc != -1 && !fired;
+}
+
+/* ---- the bridge suites' fixture (Criterion) ------------------------------ */
+
+/*
+ * test_loop, test_future and test_chain define TESTUTIL_LOOP_FIXTURE before
+ * including this header (after <criterion/criterion.h>) to get one
+ * event_base with its bridge in the globals base and loop, made and freed by
+ * each test, and dispatch(), which runs the loop under a watchdog of
+ * WATCHDOG_SECONDS and fails the test if it had to break it. The globals
+ * stay out of the other programs, whose own "base" and "loop" they would
+ * shadow.
+ */
+#ifdef TESTUTIL_LOOP_FIXTURE
+
+#define WATCHDOG_SECONDS 20
+
+static struct event_base *base;
+static struct evexec_loop *loop;
+
+static inline void make_loop(void)
+{
+    base = event_base_new();
+    cr_assert_not_null(base);
+    loop = evexec_loop_new(base);
+    cr_assert_not_null(loop, "evexec_loop_new: %s", strerror(errno));
+}
+
+static inline void free_loop(void)
+{
+    evexec_loop_free(loop);
+    loop = NULL;
+    event_base_free(base);
+    base = NULL;
+}
+
+static inline void dispatch(void)
+{
+    struct watchdog wd;
+    cr_assert_eq(watchdog_start(&wd, loop, base, WATCHDOG_SECONDS), 0);
+    int rc = event_base_dispatch(base);
+    cr_assert(!watchdog_stop(&wd), "dispatch did not return within %d s", WATCHDOG_SECONDS);
+    cr_assert_neq(rc, -1);
+}
+
+#endif /* TESTUTIL_LOOP_FIXTURE */
+
+/* ---- TAP for the plain programs ------------------------------------------ */
+
+/* The plain programs (tests/plain_*) print TAP themselves; they print the
+ * plan, call tap() once a check, and exit nonzero if tap_failed. */
+static int tap_count;
+static int tap_failed;
+
+static inline void tap(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void tap(bool ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%sok %d - ", ok ? "" : "not ", ++tap_count);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (!ok)
+        tap_failed++;
+}
+
+/* ---- leaks fail a Criterion suite under AddressSanitizer ---------------- */
+
+/*
+ * Criterion runs each test in a child process that ends without
+ * LeakSanitizer's exit-time report, so a leaking test would still pass. Each
+ * Criterion suite therefore declares
+ *     TestSuite(name, .fini = fail_on_leaks);
+ * and this hook, run in the test's process after the test, checks for leaks
+ * itself and aborts on one: the suite exits nonzero and tests/run-test turns
+ * the report into a "Bail out!". Memory still reachable from globals or live
+ * threads is no leak. Without ASan (plain, TSan, valgrind builds) the hook
+ * does nothing.
+ *
+ * Mind the suppressions: LeakSanitizer drops a leak if any frame of its
+ * allocation stack matches one, and every allocation a test makes on its
+ * own thread has libcriterion frames below it; a suppression naming
+ * libcriterion.so hides all of those (leaks on pool workers still show).
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define TESTUTIL_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TESTUTIL_LSAN 1
+#endif
+#endif
+#ifdef TESTUTIL_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+static inline void fail_on_leaks(void)
+{
+#ifdef TESTUTIL_LSAN
+    if (__lsan_do_recoverable_leak_check()) {
+        fprintf(stderr, "LeakSanitizer: the test above leaked memory\n");
+        abort();
+    }
+#endif
+}
+
+/*
+ * In a Criterion suite (CRITERION_H_ is <criterion/criterion.h>'s include
+ * guard, so include this header after it) the only process that reaches the
+ * exit-time leak check is Criterion's runner: it runs no test code but
+ * leaks some of its own bookkeeping (seen with per-test timeouts), and its
+ * stack names nothing but libcriterion. fail_on_leaks checks every test, so
+ * the exit-time check is off by default there and Criterion needs no
+ * suppression. The plain programs keep their exit-time check; LSAN_OPTIONS
+ * still overrides this default.
+ */
+#if defined(TESTUTIL_LSAN) && defined(CRITERION_H_)
+const char *__lsan_default_options(void);
+const char *__lsan_default_options(void)
+{
+    return "leak_check_at_exit=0";
+}
+#endif
+
+#endif /* EVEXEC_TESTUTIL_H */
