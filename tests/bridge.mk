@@ -11,17 +11,17 @@ check_PROGRAMS += $(bridge_criterion_tests)
 TESTS += $(bridge_criterion_tests)
 VALGRIND_SUITES += tests/test_loop
 
-tests_test_loop_SOURCES = tests/test_loop.c
+tests_test_loop_SOURCES = tests/test_loop.c tests/testutil.h
 tests_test_loop_CFLAGS = $(test_cflags)
 tests_test_loop_LDADD = $(test_libs)
 tests_test_loop_LDFLAGS = $(evexec_prog_link_flags)
 
-tests_test_future_SOURCES = tests/test_future.c
+tests_test_future_SOURCES = tests/test_future.c tests/testutil.h
 tests_test_future_CFLAGS = $(test_cflags)
 tests_test_future_LDADD = $(test_libs)
 tests_test_future_LDFLAGS = $(evexec_prog_link_flags)
 
-tests_test_chain_SOURCES = tests/test_chain.c
+tests_test_chain_SOURCES = tests/test_chain.c tests/testutil.h
 tests_test_chain_CFLAGS = $(test_cflags)
 tests_test_chain_LDADD = $(test_libs)
 tests_test_chain_LDFLAGS = $(evexec_prog_link_flags)
@@ -31,7 +31,7 @@ endif
 # The plain stress runs in every build, TSan's included.
 check_PROGRAMS += tests/plain_stress_loop
 TESTS += tests/plain_stress_loop
-tests_plain_stress_loop_SOURCES = tests/plain_stress_loop.c
+tests_plain_stress_loop_SOURCES = tests/plain_stress_loop.c tests/testutil.h
 tests_plain_stress_loop_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_loop_LDADD = $(evexec_prog_libs)
 tests_plain_stress_loop_LDFLAGS = $(evexec_prog_link_flags)

@@ -41,25 +41,7 @@
 #include <event2/event.h>
 
 #include "evexec.h"
-
-/* ---- TAP ----------------------------------------------------------------- */
-
-static int tap_n;
-static int tap_failed;
-
-static void tap(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%sok %d - ", ok ? "" : "not ", ++tap_n);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    if (!ok)
-        tap_failed++;
-}
+#include "testutil.h"
 
 /* ---- time, randomness ------------------------------------------------------ */
 
@@ -88,67 +70,9 @@ static unsigned rnd_below(uint64_t *state, unsigned n)
 
 static uint64_t loop_rng; /* loop thread only */
 
-/* ---- watchdog ------------------------------------------------------------ */
-
-#define WATCHDOG_SECONDS 40
-
-struct watchdog {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool stop;
-    atomic_bool fired;
-    struct evexec_loop *loop;
-    struct event_base *base;
-};
-
-static void watchdog_break(void *arg)
-{
-    struct watchdog *wd = arg;
-    event_base_loopbreak(wd->base);
-}
-
-static void *watchdog_main(void *arg)
-{
-    struct watchdog *wd = arg;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += WATCHDOG_SECONDS;
-    pthread_mutex_lock(&wd->lock);
-    while (!wd->stop) {
-        if (pthread_cond_timedwait(&wd->cond, &wd->lock, &deadline) == ETIMEDOUT) {
-            if (!wd->stop) {
-                atomic_store(&wd->fired, true);
-                evexec_call_soon_threadsafe(wd->loop, watchdog_break, wd);
-            }
-            break;
-        }
-    }
-    pthread_mutex_unlock(&wd->lock);
-    return NULL;
-}
-
-/* @return true if dispatch ended by itself. */
-static bool dispatch_bounded(struct event_base *base, struct evexec_loop *loop)
-{
-    struct watchdog wd = {.stop = false};
-    pthread_mutex_init(&wd.lock, NULL);
-    pthread_cond_init(&wd.cond, NULL);
-    atomic_init(&wd.fired, false);
-    wd.loop = loop;
-    wd.base = base;
-    if (pthread_create(&wd.thread, NULL, watchdog_main, &wd) != 0)
-        return false;
-    int rc = event_base_dispatch(base);
-    pthread_mutex_lock(&wd.lock);
-    wd.stop = true;
-    pthread_cond_signal(&wd.cond);
-    pthread_mutex_unlock(&wd.lock);
-    pthread_join(wd.thread, NULL);
-    pthread_mutex_destroy(&wd.lock);
-    pthread_cond_destroy(&wd.cond);
-    return rc != -1 && !atomic_load(&wd.fired);
-}
+/* A dispatch runs under a watchdog (testutil.h) with this bound: more than
+ * the Criterion suites' 20 s, as a phase itself runs for seconds. */
+#define STRESS_WATCHDOG_SECONDS 40
 
 /* ---- tasks ----------------------------------------------------------------- */
 
@@ -473,7 +397,7 @@ static void phase_a(unsigned workers, int ntasks, long posts_each, double second
     }
 
     double t0 = now_s();
-    bool ended = dispatch_bounded(A.base, A.loop);
+    bool ended = dispatch_bounded(A.base, A.loop, STRESS_WATCHDOG_SECONDS);
     double took = now_s() - t0;
     for (int i = 0; i < nproducers; i++)
         pthread_join(threads[i], NULL);
@@ -564,7 +488,7 @@ static void phase_b(unsigned workers, int ntasks)
     evtimer_add(stop, &few_ms);
     for (int i = 0; i < ntasks / 4; i++)
         cancel_one(&B.tasks[rnd_below(&loop_rng, (unsigned)ntasks)]);
-    bool ended = dispatch_bounded(B.base, B.loop);
+    bool ended = dispatch_bounded(B.base, B.loop, STRESS_WATCHDOG_SECONDS);
     event_free(stop);
     struct evexec_loop_stats st;
     evexec_loop_get_stats(B.loop, &st);

@@ -40,8 +40,11 @@
 
 #include "evexec.h"
 
-#define WATCHDOG_SECONDS 20
-#define GATE_SECONDS 20
+#define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#include "testutil.h"
+
+/* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
+TestSuite(chain, .fini = fail_on_leaks);
 
 /* ---- counting allocator ------------------------------------------------- */
 
@@ -93,100 +96,7 @@ void free(void *p)
 }
 #endif
 
-/* ---- watchdog ------------------------------------------------------------ */
-
-struct watchdog {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool stop;
-    atomic_bool fired;
-    struct evexec_loop *loop;
-    struct event_base *base;
-};
-
-static void deadline_in(struct timespec *ts, long ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void watchdog_break(void *arg)
-{
-    struct watchdog *wd = arg;
-    event_base_loopbreak(wd->base);
-}
-
-static void *watchdog_main(void *arg)
-{
-    struct watchdog *wd = arg;
-    struct timespec deadline;
-    deadline_in(&deadline, WATCHDOG_SECONDS * 1000L);
-    pthread_mutex_lock(&wd->lock);
-    while (!wd->stop) {
-        if (pthread_cond_timedwait(&wd->cond, &wd->lock, &deadline) == ETIMEDOUT) {
-            if (!wd->stop) {
-                atomic_store(&wd->fired, true);
-                evexec_call_soon_threadsafe(wd->loop, watchdog_break, wd);
-            }
-            break;
-        }
-    }
-    pthread_mutex_unlock(&wd->lock);
-    return NULL;
-}
-
-/* Dispatch base, bounded; @return true if it ended by itself. */
-static bool dispatch_bounded(struct event_base *b, struct evexec_loop *l)
-{
-    struct watchdog wd = {.stop = false};
-    pthread_mutex_init(&wd.lock, NULL);
-    pthread_cond_init(&wd.cond, NULL);
-    atomic_init(&wd.fired, false);
-    wd.loop = l;
-    wd.base = b;
-    if (pthread_create(&wd.thread, NULL, watchdog_main, &wd) != 0)
-        return false;
-    int rc = event_base_dispatch(b);
-    pthread_mutex_lock(&wd.lock);
-    wd.stop = true;
-    pthread_cond_signal(&wd.cond);
-    pthread_mutex_unlock(&wd.lock);
-    pthread_join(wd.thread, NULL);
-    pthread_mutex_destroy(&wd.lock);
-    pthread_cond_destroy(&wd.cond);
-    return rc != -1 && !atomic_load(&wd.fired);
-}
-
-static struct event_base *base;
-static struct evexec_loop *loop;
-
-static void make_loop(void)
-{
-    base = event_base_new();
-    cr_assert_not_null(base);
-    loop = evexec_loop_new(base);
-    cr_assert_not_null(loop, "evexec_loop_new: %s", strerror(errno));
-}
-
-static void free_loop(void)
-{
-    evexec_loop_free(loop);
-    loop = NULL;
-    event_base_free(base);
-    base = NULL;
-}
-
-static void dispatch(void)
-{
-    cr_assert(dispatch_bounded(base, loop), "dispatch did not return within %d s",
-              WATCHDOG_SECONDS);
-}
+/* ---- pools ------------------------------------------------------------- */
 
 static struct evexec_pool *new_pool(unsigned workers)
 {
@@ -197,50 +107,8 @@ static struct evexec_pool *new_pool(unsigned workers)
     return pool;
 }
 
-/* ---- gate ---------------------------------------------------------------- */
-
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool open;
-    int waiting;
-} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
-
-static void gate_pass(void)
-{
-    struct timespec deadline;
-    deadline_in(&deadline, GATE_SECONDS * 1000L);
-    pthread_mutex_lock(&gate.lock);
-    gate.waiting++;
-    pthread_cond_broadcast(&gate.cond);
-    while (!gate.open)
-        if (pthread_cond_timedwait(&gate.cond, &gate.lock, &deadline) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&gate.lock);
-}
-
-static bool gate_wait_for(int n)
-{
-    struct timespec deadline;
-    deadline_in(&deadline, GATE_SECONDS * 1000L);
-    bool ok = true;
-    pthread_mutex_lock(&gate.lock);
-    while (gate.waiting < n)
-        if (pthread_cond_timedwait(&gate.cond, &gate.lock, &deadline) == ETIMEDOUT) {
-            ok = gate.waiting >= n;
-            break;
-        }
-    pthread_mutex_unlock(&gate.lock);
-    return ok;
-}
-
-static void gate_open(void)
-{
-    pthread_mutex_lock(&gate.lock);
-    gate.open = true;
-    pthread_cond_broadcast(&gate.cond);
-    pthread_mutex_unlock(&gate.lock);
-}
+/* A gate that holds worker threads until the test opens it (testutil.h). */
+static struct gate gate = GATE_INITIALIZER;
 
 /* ---- work functions and counted results ---------------------------------- */
 
@@ -290,7 +158,7 @@ static int blocker_task(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    gate_pass();
+    gate_pass(&gate);
     return 0;
 }
 
@@ -301,8 +169,8 @@ static int cancel_aware_task(void *arg, void **result)
 {
     (void)arg;
     atomic_fetch_add(&task_runs, 1);
-    gate_pass(); /* tells the test it runs; the test opens the gate at once */
-    for (int i = 0; i < GATE_SECONDS * 1000 && !evexec_cancel_requested(); i++)
+    gate_pass(&gate); /* tells the test it runs; the test opens the gate at once */
+    for (int i = 0; i < HANG_BOUND_MS && !evexec_cancel_requested(); i++)
         usleep(1000);
     atomic_store(&saw_cancel, evexec_cancel_requested());
     *result = malloc(8);
@@ -503,7 +371,7 @@ Test(chain, cancel_pending_chained_future_means_task_never_runs)
     struct evexec_pool *pool = new_pool(1);
     struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
     cr_assert_not_null(blocker);
-    cr_assert(gate_wait_for(1), "the blocker never started");
+    cr_assert(gate_wait_arrived(&gate, 1), "the blocker never started");
     atomic_store(&results_freed, 0);
     struct evexec_future *f = evexec_run_in_executor(loop, pool, value_task, NULL, free_counted);
     cr_assert_not_null(f);
@@ -513,7 +381,7 @@ Test(chain, cancel_pending_chained_future_means_task_never_runs)
     in_call = false;
     cr_assert(evexec_future_cancelled(f));
     cr_assert_eq(evexec_future_result(f, NULL), ECANCELED);
-    gate_open();
+    gate_open(&gate);
     dispatch();
     cr_assert_eq(cb_runs, 1);
     cr_assert(!cb_inside_call);
@@ -536,8 +404,8 @@ Test(chain, cancel_running_chained_future_requests_cancel_and_frees_late_result_
                                                      free_counted);
     cr_assert_not_null(f);
     cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
-    cr_assert(gate_wait_for(1), "the task never started");
-    gate_open();
+    cr_assert(gate_wait_arrived(&gate, 1), "the task never started");
+    gate_open(&gate);
     cr_assert(evexec_future_cancel(f), "a loop future is cancelled whatever its task does");
     cr_assert(evexec_future_cancelled(f));
     dispatch(); /* the late delivery keeps the loop alive until disposed of */
@@ -756,7 +624,7 @@ Test(chain, wrap_of_cancelled_cfuture_is_cancelled)
     struct evexec_pool *pool = new_pool(1);
     struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
     cr_assert_not_null(blocker);
-    cr_assert(gate_wait_for(1));
+    cr_assert(gate_wait_arrived(&gate, 1));
     struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, NULL, free_counted);
     cr_assert_not_null(cf);
     struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
@@ -765,7 +633,7 @@ Test(chain, wrap_of_cancelled_cfuture_is_cancelled)
     dispatch();
     cr_assert(evexec_future_cancelled(f));
     cr_assert_eq(evexec_future_result(f, NULL), ECANCELED);
-    gate_open();
+    gate_open(&gate);
     evexec_pool_free(pool);
     cr_assert_eq(atomic_load(&task_runs), 0);
     evexec_future_release(f);
@@ -781,7 +649,7 @@ Test(chain, cancelling_wrapping_future_cancels_the_pending_cfuture)
     struct evexec_pool *pool = new_pool(1);
     struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
     cr_assert_not_null(blocker);
-    cr_assert(gate_wait_for(1), "the blocker never started");
+    cr_assert(gate_wait_arrived(&gate, 1), "the blocker never started");
     struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, NULL, free_counted);
     cr_assert_not_null(cf);
     struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
@@ -790,7 +658,7 @@ Test(chain, cancelling_wrapping_future_cancels_the_pending_cfuture)
     cr_assert(evexec_future_cancel(f));
     cr_assert_eq(evexec_cfuture_state(cf), EVEXEC_CANCELLED);
     cr_assert_eq(evexec_cfuture_result(cf, 0, NULL), ECANCELED);
-    gate_open();
+    gate_open(&gate);
     dispatch();
     cr_assert_eq(cb_runs, 1);
     cr_assert_eq(cb_result_rc, ECANCELED);
@@ -851,7 +719,7 @@ static void *loop_thread_main(void *arg)
             evexec_future_release(f);
         }
     }
-    ctx->dispatch_ok = dispatch_bounded(b, l);
+    ctx->dispatch_ok = dispatch_bounded(b, l, WATCHDOG_SECONDS);
     evexec_loop_free(l);
     event_base_free(b);
     return NULL;
@@ -1045,8 +913,8 @@ static int arg_reading_task(void *arg, void **result)
 {
     struct owned_arg *a = arg;
     atomic_store(&a->in_use, 1);
-    gate_pass();
-    for (int i = 0; i < GATE_SECONDS * 1000 && !evexec_cancel_requested(); i++)
+    gate_pass(&gate);
+    for (int i = 0; i < HANG_BOUND_MS && !evexec_cancel_requested(); i++)
         usleep(1000);
     usleep(2000); /* still reading after the cancel was seen */
     atomic_store(&a->in_use, 0);
@@ -1064,8 +932,8 @@ Test(chain, run_in_executor_ex_frees_arg_only_after_a_cancelled_running_task_ret
                                                         NULL, owned_free);
     cr_assert_not_null(f);
     cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
-    cr_assert(gate_wait_for(1), "the task never started");
-    gate_open();
+    cr_assert(gate_wait_arrived(&gate, 1), "the task never started");
+    gate_open(&gate);
     cr_assert(evexec_future_cancel(f));
     cr_assert_eq(atomic_load(&owned.freed), 0, "arg freed while the task still runs");
     dispatch(); /* runs until the late outcome is delivered */
@@ -1085,12 +953,12 @@ Test(chain, run_in_executor_ex_frees_arg_of_a_task_cancelled_before_it_started)
     memset(&owned, 0, sizeof(owned));
     struct evexec_pool *pool = new_pool(1);
     struct evexec_future *blocker = evexec_run_in_executor(loop, pool, blocker_task, NULL, NULL);
-    cr_assert(gate_wait_for(1));
+    cr_assert(gate_wait_arrived(&gate, 1));
     struct evexec_future *f = evexec_run_in_executor_ex(loop, pool, arg_reading_task, &owned,
                                                         NULL, owned_free);
     cr_assert_not_null(f);
     cr_assert(evexec_future_cancel(f));
-    gate_open();
+    gate_open(&gate);
     dispatch();
     cr_assert_eq(atomic_load(&owned.freed), 1);
     cr_assert_eq(atomic_load(&owned.in_use), 0, "a task cancelled while queued ran");

@@ -21,85 +21,11 @@
 
 #include "evexec.h"
 
-#define WATCHDOG_SECONDS 20
+#define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#include "testutil.h"
 
-/* ---- watchdog ------------------------------------------------------------ */
-
-struct watchdog {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool stop;
-    atomic_bool fired;
-    struct evexec_loop *loop;
-    struct event_base *base;
-};
-
-static void watchdog_break(void *arg)
-{
-    struct watchdog *wd = arg;
-    event_base_loopbreak(wd->base);
-}
-
-static void *watchdog_main(void *arg)
-{
-    struct watchdog *wd = arg;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += WATCHDOG_SECONDS;
-    pthread_mutex_lock(&wd->lock);
-    while (!wd->stop) {
-        if (pthread_cond_timedwait(&wd->cond, &wd->lock, &deadline) == ETIMEDOUT) {
-            if (!wd->stop) {
-                atomic_store(&wd->fired, true);
-                evexec_call_soon_threadsafe(wd->loop, watchdog_break, wd);
-            }
-            break;
-        }
-    }
-    pthread_mutex_unlock(&wd->lock);
-    return NULL;
-}
-
-static struct event_base *base;
-static struct evexec_loop *loop;
-
-static void make_loop(void)
-{
-    base = event_base_new();
-    cr_assert_not_null(base);
-    loop = evexec_loop_new(base);
-    cr_assert_not_null(loop, "evexec_loop_new: %s", strerror(errno));
-}
-
-static void free_loop(void)
-{
-    evexec_loop_free(loop);
-    loop = NULL;
-    event_base_free(base);
-    base = NULL;
-}
-
-static void dispatch(void)
-{
-    struct watchdog wd = {.stop = false};
-    pthread_mutex_init(&wd.lock, NULL);
-    pthread_cond_init(&wd.cond, NULL);
-    atomic_init(&wd.fired, false);
-    wd.loop = loop;
-    wd.base = base;
-    cr_assert_eq(pthread_create(&wd.thread, NULL, watchdog_main, &wd), 0);
-    int rc = event_base_dispatch(base);
-    pthread_mutex_lock(&wd.lock);
-    wd.stop = true;
-    pthread_cond_signal(&wd.cond);
-    pthread_mutex_unlock(&wd.lock);
-    pthread_join(wd.thread, NULL);
-    pthread_mutex_destroy(&wd.lock);
-    pthread_cond_destroy(&wd.cond);
-    cr_assert(!atomic_load(&wd.fired), "dispatch did not return within %d s", WATCHDOG_SECONDS);
-    cr_assert_neq(rc, -1);
-}
+/* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
+TestSuite(future, .fini = fail_on_leaks);
 
 static struct evexec_future *new_future(void)
 {

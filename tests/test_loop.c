@@ -36,112 +36,11 @@
 
 #include "evexec.h"
 
-#define WATCHDOG_SECONDS 20
-#define GATE_SECONDS 20
+#define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#include "testutil.h"
 
-/* ---- watchdog: breaks a dispatch that runs far too long ----------------- */
-
-struct watchdog {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool stop;
-    atomic_bool fired;
-    struct evexec_loop *loop;
-    struct event_base *base;
-};
-
-static void deadline_in(struct timespec *ts, long ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void watchdog_break(void *arg)
-{
-    struct watchdog *wd = arg;
-    event_base_loopbreak(wd->base);
-}
-
-static void *watchdog_main(void *arg)
-{
-    struct watchdog *wd = arg;
-    struct timespec deadline;
-    deadline_in(&deadline, WATCHDOG_SECONDS * 1000L);
-    pthread_mutex_lock(&wd->lock);
-    while (!wd->stop) {
-        if (pthread_cond_timedwait(&wd->cond, &wd->lock, &deadline) == ETIMEDOUT) {
-            if (!wd->stop) {
-                atomic_store(&wd->fired, true);
-                evexec_call_soon_threadsafe(wd->loop, watchdog_break, wd);
-            }
-            break;
-        }
-    }
-    pthread_mutex_unlock(&wd->lock);
-    return NULL;
-}
-
-static void watchdog_start(struct watchdog *wd, struct evexec_loop *loop,
-                           struct event_base *base)
-{
-    pthread_mutex_init(&wd->lock, NULL);
-    pthread_cond_init(&wd->cond, NULL);
-    wd->stop = false;
-    atomic_init(&wd->fired, false);
-    wd->loop = loop;
-    wd->base = base;
-    cr_assert_eq(pthread_create(&wd->thread, NULL, watchdog_main, wd), 0);
-}
-
-/* @return true if the watchdog had to break the loop. */
-static bool watchdog_stop(struct watchdog *wd)
-{
-    pthread_mutex_lock(&wd->lock);
-    wd->stop = true;
-    pthread_cond_signal(&wd->cond);
-    pthread_mutex_unlock(&wd->lock);
-    pthread_join(wd->thread, NULL);
-    pthread_mutex_destroy(&wd->lock);
-    pthread_cond_destroy(&wd->cond);
-    return atomic_load(&wd->fired);
-}
-
-/* ---- fixture ------------------------------------------------------------- */
-
-static struct event_base *base;
-static struct evexec_loop *loop;
-
-static void make_loop(void)
-{
-    base = event_base_new();
-    cr_assert_not_null(base);
-    loop = evexec_loop_new(base);
-    cr_assert_not_null(loop, "evexec_loop_new: %s", strerror(errno));
-}
-
-static void free_loop(void)
-{
-    evexec_loop_free(loop);
-    loop = NULL;
-    event_base_free(base);
-    base = NULL;
-}
-
-/* event_base_dispatch bounded by the watchdog. */
-static void dispatch(void)
-{
-    struct watchdog wd;
-    watchdog_start(&wd, loop, base);
-    int rc = event_base_dispatch(base);
-    cr_assert(!watchdog_stop(&wd), "dispatch did not return within %d s", WATCHDOG_SECONDS);
-    cr_assert_neq(rc, -1);
-}
+/* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
+TestSuite(loop, .fini = fail_on_leaks);
 
 static struct evexec_loop_stats stats_now(void)
 {
@@ -150,54 +49,8 @@ static struct evexec_loop_stats stats_now(void)
     return st;
 }
 
-/* ---- a gate that blocks worker threads until the test opens it ---------- */
-
-struct gate {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool open;
-    int waiting; /* threads that reached the gate */
-};
-
-static struct gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
-
-/* Worker side: wait (bounded) until the gate opens. */
-static void gate_pass(void)
-{
-    struct timespec deadline;
-    deadline_in(&deadline, GATE_SECONDS * 1000L);
-    pthread_mutex_lock(&gate.lock);
-    gate.waiting++;
-    pthread_cond_broadcast(&gate.cond);
-    while (!gate.open)
-        if (pthread_cond_timedwait(&gate.cond, &gate.lock, &deadline) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&gate.lock);
-}
-
-/* Test side: wait (bounded) until n threads reached the gate. */
-static bool gate_wait_for(int n)
-{
-    struct timespec deadline;
-    deadline_in(&deadline, GATE_SECONDS * 1000L);
-    bool ok = true;
-    pthread_mutex_lock(&gate.lock);
-    while (gate.waiting < n)
-        if (pthread_cond_timedwait(&gate.cond, &gate.lock, &deadline) == ETIMEDOUT) {
-            ok = gate.waiting >= n;
-            break;
-        }
-    pthread_mutex_unlock(&gate.lock);
-    return ok;
-}
-
-static void gate_open(void)
-{
-    pthread_mutex_lock(&gate.lock);
-    gate.open = true;
-    pthread_cond_broadcast(&gate.cond);
-    pthread_mutex_unlock(&gate.lock);
-}
+/* A gate that blocks worker threads until the test opens it (testutil.h). */
+static struct gate gate = GATE_INITIALIZER;
 
 /* ---- results whose frees are counted ----------------------------------- */
 
@@ -217,7 +70,7 @@ static int gated_task(void *arg, void **result)
 {
     (void)arg;
     atomic_fetch_add(&task_runs, 1);
-    gate_pass();
+    gate_pass(&gate);
     atomic_store(&task_saw_cancel, evexec_cancel_requested());
     *result = malloc(sizeof(int));
     return 0;
@@ -831,7 +684,7 @@ static int blocker_task(void *arg, void **result)
 {
     (void)arg;
     (void)result;
-    gate_pass();
+    gate_pass(&gate);
     return 0;
 }
 
@@ -850,7 +703,7 @@ Test(loop, free_cancels_pending_run_in_executor_and_its_task_never_runs)
     struct evexec_pool *pool = one_worker_pool();
     struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
     cr_assert_not_null(blocker);
-    cr_assert(gate_wait_for(1), "the blocker never started");
+    cr_assert(gate_wait_arrived(&gate, 1), "the blocker never started");
     atomic_store(&results_freed, 0);
     struct evexec_future *f = evexec_run_in_executor(loop, pool, counted_task, NULL, free_counted);
     cr_assert_not_null(f);
@@ -862,7 +715,7 @@ Test(loop, free_cancels_pending_run_in_executor_and_its_task_never_runs)
     cr_assert(evexec_future_cancelled(f));
     cr_assert_eq(evexec_future_result(f, NULL), ECANCELED);
 
-    gate_open();
+    gate_open(&gate);
     evexec_pool_free(pool); /* joins the worker: the queue was reached */
     event_base_loop(base, EVLOOP_NONBLOCK);
     cr_assert_eq(atomic_load(&queued_task_runs), 0, "a cancelled queued task ran");
@@ -882,11 +735,11 @@ Test(loop, free_with_running_work_frees_the_late_result_exactly_once)
     cr_assert_not_null(f);
     future_cb_runs = 0;
     cr_assert_eq(evexec_future_add_done_callback(f, count_future_cb, NULL), 0);
-    cr_assert(gate_wait_for(1), "the task never started");
+    cr_assert(gate_wait_arrived(&gate, 1), "the task never started");
 
     evexec_loop_free(loop);
     loop = NULL;
-    gate_open();
+    gate_open(&gate);
     evexec_pool_free(pool); /* the task ends; its late result is disposed of */
     event_base_loop(base, EVLOOP_NONBLOCK);
     cr_assert_eq(atomic_load(&task_runs), 1);
@@ -928,13 +781,13 @@ Test(loop, free_never_blocks_on_running_default_pool_work, .timeout = 40)
     atomic_store(&results_freed, 0);
     struct evexec_future *f = evexec_run_in_executor(loop, NULL, gated_task, NULL, free_counted);
     cr_assert_not_null(f);
-    cr_assert(gate_wait_for(1), "the task never started");
+    cr_assert(gate_wait_arrived(&gate, 1), "the task never started");
     evexec_loop_free(loop); /* would deadlock here if it waited for the task */
     loop = NULL;
     cr_assert_eq(atomic_load(&results_freed), 0);
-    gate_open();
+    gate_open(&gate);
     /* The worker disposes of the late result as the task ends. */
-    for (int i = 0; i < GATE_SECONDS * 100 && atomic_load(&results_freed) == 0; i++)
+    for (int i = 0; i < HANG_BOUND_MS / 10 && atomic_load(&results_freed) == 0; i++)
         usleep(10 * 1000);
     cr_assert_eq(atomic_load(&results_freed), 1);
     evexec_future_release(f);
