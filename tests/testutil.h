@@ -290,12 +290,15 @@ static inline void tap(bool ok, const char *fmt, ...)
 /* ---- leaks fail a Criterion suite under AddressSanitizer ---------------- */
 
 /*
- * Criterion runs each test in a child process that ends without
- * LeakSanitizer's exit-time report, so a leaking test would still pass. Each
- * Criterion suite therefore declares
+ * A test's leaks must fail its suite, and name the test. Criterion runs each
+ * test in a child process whose exit-time LeakSanitizer report comes after
+ * Criterion has counted the test as passed and names no test, and which
+ * depends on how Criterion ends the child. Each Criterion suite therefore
+ * declares
  *     TestSuite(name, .fini = fail_on_leaks);
- * and this hook, run in the test's process after the test, checks for leaks
- * itself and aborts on one: the suite exits nonzero and tests/run-test turns
+ * and this hook, run in the test's process right after the test, checks for
+ * leaks itself and aborts on one: Criterion names the test ("crashed during
+ * its setup or teardown"), the suite exits nonzero and tests/run-test turns
  * the report into a "Bail out!". Memory still reachable from globals or live
  * threads is no leak. Without ASan (plain, TSan, valgrind builds) the hook
  * does nothing.
@@ -328,12 +331,12 @@ static inline void fail_on_leaks(void)
 
 /*
  * In a Criterion suite (CRITERION_H_ is <criterion/criterion.h>'s include
- * guard, so include this header after it) the only process that reaches the
- * exit-time leak check is Criterion's runner: it runs no test code but
- * leaks some of its own bookkeeping (seen with per-test timeouts), and its
- * stack names nothing but libcriterion. fail_on_leaks checks every test, so
- * the exit-time check is off by default there and Criterion needs no
- * suppression. The plain programs keep their exit-time check; LSAN_OPTIONS
+ * guard, so include this header after it) the exit-time check is off by
+ * default: fail_on_leaks has checked every test by then, and what is left
+ * at exit is Criterion's own bookkeeping (seen: calloc called from
+ * libcriterion.so, with per-test timeouts), which only a suppression of the
+ * whole libcriterion.so module could match, and that would hide the tests'
+ * leaks too. The plain programs keep their exit-time check; LSAN_OPTIONS
  * still overrides this default.
  */
 #if defined(TESTUTIL_LSAN) && defined(CRITERION_H_)
