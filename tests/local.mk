@@ -4,7 +4,7 @@
 # Criterion suites are named tests/test_*; they are left out of the TSan
 # build (ThreadSanitizer cannot run the Criterion runner), which runs the
 # plain TAP programs (tests/plain_*) instead.
-EXTRA_DIST += tests/run-test tests/lsan.supp
+EXTRA_DIST += tests/run-test tests/lsan.supp tests/leakcheck.h
 
 VALGRIND_SUITES =
 test_cflags = $(AM_CFLAGS) $(LIBEVENT_CFLAGS) $(CRITERION_CFLAGS)

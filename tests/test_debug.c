@@ -14,6 +14,8 @@
 
 #include <criterion/criterion.h>
 
+#include "leakcheck.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>

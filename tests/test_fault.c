@@ -24,6 +24,8 @@
 
 #include <criterion/criterion.h>
 
+#include "leakcheck.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>

@@ -17,6 +17,8 @@
 
 #include <criterion/criterion.h>
 
+#include "leakcheck.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -33,7 +35,7 @@
 
 #include "evexec.h"
 
-TestSuite(fork, .timeout = 60);
+TestSuite(fork, .timeout = 60, .fini = fail_on_leaks);
 
 /* Shared between parent and child. */
 struct shared {

@@ -13,6 +13,8 @@
 
 #include <criterion/criterion.h>
 
+#include "leakcheck.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,7 +25,7 @@
 
 #include "evexec.h"
 
-TestSuite(misuse, .timeout = 60);
+TestSuite(misuse, .timeout = 60, .fini = fail_on_leaks);
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -21,6 +21,8 @@
 #include "config.h"
 
 #include <criterion/criterion.h>
+
+#include "leakcheck.h"
 #include <criterion/logging.h>
 
 #include <errno.h>
@@ -56,7 +58,7 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-TestSuite(teardown, .timeout = 120);
+TestSuite(teardown, .timeout = 120, .fini = fail_on_leaks);
 
 #define HANG_BOUND_MS 20000
 
