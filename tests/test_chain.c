@@ -748,7 +748,7 @@ Test(chain, two_loops_in_two_threads_share_one_pool, .timeout = 60)
 
 /* ---- allocations per run_in_executor ----------------------------------- */
 
-static int count_allocs_on_worker(void *ctx)
+static __attribute__((unused)) int count_allocs_on_worker(void *ctx)
 {
     (void)ctx;
     count_this_thread = true;
@@ -802,7 +802,7 @@ static void alloc_round_done(struct evexec_future *f, void *arg)
     count_this_thread = false;
 }
 
-static void alloc_start(void *arg)
+static __attribute__((unused)) void alloc_start(void *arg)
 {
     (void)arg;
     count_this_thread = true;
