@@ -44,6 +44,7 @@ struct bench_driver_opts {
     bool no_spin;
     int worker_nice;
     bool keep_priority;
+    bool sched_idle;
 };
 
 /* Counters a driver can read from its library; has_* says which exist. */

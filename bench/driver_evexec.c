@@ -46,6 +46,8 @@ void drv_init(const struct bench_driver_opts *opts)
         cfg.flags |= EVEXEC_POOL_NO_SPIN;
     if (opts->keep_priority)
         cfg.flags |= EVEXEC_POOL_KEEP_PRIORITY;
+    if (opts->sched_idle)
+        cfg.flags |= EVEXEC_POOL_SCHED_IDLE;
     pool = evexec_pool_new(&cfg);
     if (!pool)
         bench_die("evexec_pool_new: %s", evexec_strerror(errno));
@@ -53,8 +55,8 @@ void drv_init(const struct bench_driver_opts *opts)
     unsigned spin_us = opts->no_spin ? 0 : opts->spin_us ? opts->spin_us : EVEXEC_DEFAULT_SPIN_US;
     int nice = opts->keep_priority ? 0
                : opts->worker_nice ? opts->worker_nice : EVEXEC_DEFAULT_WORKER_NICE;
-    snprintf(description, sizeof(description), " version=%s spin_us=%u worker_nice=%d",
-             evexec_version(), spin_us, nice);
+    snprintf(description, sizeof(description), " version=%s spin_us=%u worker_nice=%d%s",
+             evexec_version(), spin_us, nice, opts->sched_idle ? " sched_idle=1" : "");
 }
 
 /* The library's work function: run the harness's work, hand its result on. */

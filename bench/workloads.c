@@ -452,7 +452,7 @@ static void usage(FILE *out)
         "  --idle-ms=N    w3: time the timer runs alone before the submit (200)\n"
         "  --sleep-us=N   w4: per-task sleep (10000)\n"
         "  libevexec pool tuning (ignored by other libraries):\n"
-        "  --spin-us=N  --no-spin  --nice=N  --keep-priority\n"
+        "  --spin-us=N  --no-spin  --nice=N  --keep-priority  --sched-idle\n"
         "Prints one line: bench key=value ... (see bench/README.md).\n",
         drv_name());
 }
@@ -470,7 +470,7 @@ static uint64_t parse_u64(const char *name, const char *s)
 static void parse_options(int argc, char **argv)
 {
     enum { O_WORKLOAD = 1, O_N, O_POOL, O_WINDOW, O_ITERS, O_PERIOD, O_IDLE, O_SLEEP,
-           O_SPIN, O_NOSPIN, O_NICE, O_KEEPPRIO, O_HELP };
+           O_SPIN, O_NOSPIN, O_NICE, O_KEEPPRIO, O_SCHEDIDLE, O_HELP };
     static const struct option longopts[] = {
         {"workload", required_argument, NULL, O_WORKLOAD},
         {"n", required_argument, NULL, O_N},
@@ -484,6 +484,7 @@ static void parse_options(int argc, char **argv)
         {"no-spin", no_argument, NULL, O_NOSPIN},
         {"nice", required_argument, NULL, O_NICE},
         {"keep-priority", no_argument, NULL, O_KEEPPRIO},
+        {"sched-idle", no_argument, NULL, O_SCHEDIDLE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -514,6 +515,7 @@ static void parse_options(int argc, char **argv)
         case O_NOSPIN: opt.drv.no_spin = true; break;
         case O_NICE: opt.drv.worker_nice = atoi(optarg); break;
         case O_KEEPPRIO: opt.drv.keep_priority = true; break;
+        case O_SCHEDIDLE: opt.drv.sched_idle = true; break;
         case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }

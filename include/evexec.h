@@ -154,6 +154,11 @@ struct evexec_pool_config {
 #define EVEXEC_POOL_NO_SPIN        0x1u
 /** Flag: workers keep the priority of the thread that created them. */
 #define EVEXEC_POOL_KEEP_PRIORITY  0x2u
+/** Flag (Linux): workers run under SCHED_IDLE instead of a nice increment, so
+ *  the loop thread preempts them the moment it wakes. They then get CPU only
+ *  when no normal thread of any process wants it: for a machine that runs
+ *  little else. */
+#define EVEXEC_POOL_SCHED_IDLE     0x4u
 
 /** evexec_pool_shutdown() flag: join every worker before returning. */
 #define EVEXEC_SHUTDOWN_WAIT           0x1u

@@ -24,6 +24,7 @@
 #include "evexec-internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -100,7 +101,7 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
     if (!c.worker_nice)
         c.worker_nice = EVEXEC_DEFAULT_WORKER_NICE;
     if (c.min_workers > c.max_workers ||
-        (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY))) {
+        (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY | EVEXEC_POOL_SCHED_IDLE))) {
         errno = EINVAL;
         return NULL;
     }
@@ -240,6 +241,14 @@ static void worker_setup(struct worker *w)
     snprintf(name, sizeof(name), "%s-%u", pool->name, w->index % 1000);
     name[15] = '\0'; /* the kernel keeps 15 characters */
     pthread_setname_np(pthread_self(), name);
+#endif
+#ifdef SCHED_IDLE
+    if ((pool->cfg.flags & EVEXEC_POOL_SCHED_IDLE) &&
+        !(pool->cfg.flags & EVEXEC_POOL_KEEP_PRIORITY)) {
+        struct sched_param param = {0};
+        if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &param) == 0)
+            return;
+    }
 #endif
     if (!(pool->cfg.flags & EVEXEC_POOL_KEEP_PRIORITY) && pool->cfg.worker_nice > 0) {
         /* On Linux the nice value belongs to the thread: lower the worker,

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -942,6 +943,7 @@ struct probe_result {
     char name[32];
     int nice;
     int nice_errno;
+    int policy;             /* sched_getscheduler of the worker */
 };
 
 static int probe_worker_task(void *arg, void **result)
@@ -965,6 +967,7 @@ static int probe_worker_task(void *arg, void **result)
     errno = 0;
     r->nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
     r->nice_errno = errno;
+    r->policy = sched_getscheduler(0);
     return 0;
 }
 
@@ -1043,6 +1046,17 @@ Test(pool, keep_priority_flag_keeps_the_callers_priority)
     struct probe_result r = probe_worker(&cfg);
     cr_assert_eq(r.nice_errno, 0);
     cr_assert_eq(r.nice, mine);
+}
+
+Test(pool, sched_idle_flag_runs_workers_under_sched_idle)
+{
+    struct evexec_pool_config cfg = { .flags = EVEXEC_POOL_SCHED_IDLE };
+    struct probe_result r = probe_worker(&cfg);
+    cr_assert_eq(r.policy, SCHED_IDLE, "worker policy %d", r.policy);
+    /* and a pool without the flag keeps its workers SCHED_OTHER */
+    struct evexec_pool_config plain = {0};
+    r = probe_worker(&plain);
+    cr_assert_eq(r.policy, SCHED_OTHER, "worker policy %d", r.policy);
 }
 
 Test(pool, no_spin_pool_runs_concurrent_work)
