@@ -69,7 +69,10 @@ void evexec__cfuture_atfork_parent(void)
 
 void evexec__cfuture_atfork_child(void)
 {
-    evexec__cfuture_atfork_parent();
+    /* Not just unlock: a parent thread may have been waiting on a stripe's
+     * condition variable at fork(), and its stale waiter count would eat the
+     * child's wakeups. The parent's threads are gone; start afresh. */
+    stripes_init();
 }
 
 /* The task this worker thread runs now, for evexec_cancel_requested(). */

@@ -76,7 +76,7 @@ void evexec__loop_atfork_child(void)
     /* The parent's loops are unusable here: forget them, so a new loop can
      * be made on a new base. */
     registry = NULL;
-    pthread_mutex_unlock(&registry_lock);
+    pthread_mutex_init(&registry_lock, NULL);
 }
 
 /* ---- wakeup descriptor -------------------------------------------------- */

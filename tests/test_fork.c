@@ -437,6 +437,14 @@ static void child_under_churn(struct inherited *in)
 
 Test(fork, fork_while_other_threads_use_the_library)
 {
+#if defined(TESTUTIL_LSAN) && defined(__clang__) && __clang_major__ < 15
+    /* Before LLVM 15 the ASan runtime takes no allocator lock around fork():
+     * a child forked while other threads allocate can hang in its first new
+     * thread's malloc (seen: the child's new pool never ran its task, 5 runs
+     * in 12 under ASan, 0 in 12 without). The plain, pipe and valgrind
+     * builds run this test. */
+    cr_skip_test("this ASan runtime is not fork-safe while other threads allocate");
+#endif
     shared_up();
     struct inherited in;
     inherited_up(&in);
