@@ -30,7 +30,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -44,6 +43,7 @@
 #include <event2/event.h>
 
 #include "evexec.h"
+#include "testutil.h"
 
 #define NFOREIGN 4
 #define MAX_IDS (1u << 19)
@@ -524,22 +524,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- main --------------------------------------------------------------- */
 
-static int tap_n;
-static int failures;
-
-static void tap(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++tap_n);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (!ok)
-        failures++;
-    fflush(stdout);
-}
+/* TAP: tap(), tap_count and tap_failed come from testutil.h. */
 
 int main(void)
 {
@@ -672,7 +657,7 @@ int main(void)
         "results matched their tasks (%u wrong), no unexpected error (%u), every task "
         "finished (%u/%u)", atomic_load(&wrong_results), atomic_load(&unexpected_errors),
         atomic_load(&tasks_finished), atomic_load(&tasks_started));
-    if (failures)
+    if (tap_failed)
         printf("# FAILED with seed %" PRIu64 "\n", seed);
-    return failures ? 1 : 0;
+    return tap_failed ? 1 : 0;
 }

@@ -15,17 +15,17 @@ TESTS += tests/test_misuse tests/test_teardown tests/test_fork
 check_PROGRAMS += tests/test_misuse tests/test_teardown tests/test_fork
 VALGRIND_SUITES += tests/test_teardown
 
-tests_test_misuse_SOURCES = tests/test_misuse.c
+tests_test_misuse_SOURCES = tests/test_misuse.c tests/testutil.h
 tests_test_misuse_CFLAGS = $(test_cflags)
 tests_test_misuse_LDADD = $(test_libs)
 tests_test_misuse_LDFLAGS = $(reliability_criterion_ldflags)
 
-tests_test_teardown_SOURCES = tests/test_teardown.c
+tests_test_teardown_SOURCES = tests/test_teardown.c tests/testutil.h
 tests_test_teardown_CFLAGS = $(test_cflags)
 tests_test_teardown_LDADD = $(test_libs)
 tests_test_teardown_LDFLAGS = $(reliability_criterion_ldflags)
 
-tests_test_fork_SOURCES = tests/test_fork.c
+tests_test_fork_SOURCES = tests/test_fork.c tests/testutil.h
 tests_test_fork_CFLAGS = $(test_cflags)
 tests_test_fork_LDADD = $(test_libs)
 tests_test_fork_LDFLAGS = $(reliability_criterion_ldflags)
@@ -42,7 +42,7 @@ endif
 if EVEXEC_FAULT_INJECTION
 TESTS += tests/test_fault
 check_PROGRAMS += tests/test_fault
-tests_test_fault_SOURCES = tests/test_fault.c
+tests_test_fault_SOURCES = tests/test_fault.c tests/testutil.h
 tests_test_fault_CFLAGS = $(test_cflags)
 tests_test_fault_LDADD = $(test_libs)
 tests_test_fault_LDFLAGS = $(reliability_criterion_ldflags)
@@ -53,7 +53,7 @@ endif
 # Plain TAP program: runs in every build, ThreadSanitizer's included.
 TESTS += tests/plain_stress_mixed
 check_PROGRAMS += tests/plain_stress_mixed
-tests_plain_stress_mixed_SOURCES = tests/plain_stress_mixed.c
+tests_plain_stress_mixed_SOURCES = tests/plain_stress_mixed.c tests/testutil.h
 tests_plain_stress_mixed_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_mixed_LDADD = $(evexec_prog_libs)
 tests_plain_stress_mixed_LDFLAGS = $(evexec_prog_link_flags)

@@ -24,7 +24,7 @@
 
 #include <criterion/criterion.h>
 
-#include "leakcheck.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -37,18 +37,6 @@
 #include <event2/event.h>
 
 #include "evexec.h"
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LSAN 1
-#endif
-#ifdef HAVE_LSAN
-#include <sanitizer/lsan_interface.h>
-#endif
 
 /* The test hooks (lib/evexec-internal.h), exported by fault-injection builds. */
 void evexec__fault_fail_alloc(long nth);
@@ -100,7 +88,7 @@ static void tally_check(const char *what, long n)
 
 static void assert_no_leaks(void)
 {
-#ifdef HAVE_LSAN
+#ifdef TESTUTIL_LSAN
     cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "LeakSanitizer found leaks");
 #endif
 }
@@ -121,32 +109,7 @@ static int work_ok(void *arg, void **result)
     return 0;
 }
 
-struct gate {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool open;
-};
-
-static void gate_init(struct gate *g)
-{
-    pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->cond, NULL);
-    g->open = false;
-}
-
-static void gate_open(struct gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->open = true;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->lock);
-}
-
-static void gate_destroy(struct gate *g)
-{
-    pthread_mutex_destroy(&g->lock);
-    pthread_cond_destroy(&g->cond);
-}
+/* struct gate, gate_init, gate_open, gate_destroy: testutil.h. */
 
 /* Holds its worker until the gate opens, then makes a result. */
 static int work_gated(void *arg, void **result)

@@ -17,7 +17,7 @@
 
 #include <criterion/criterion.h>
 
-#include "leakcheck.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -113,8 +113,7 @@ static int work_held(void *arg, void **result)
 static bool wait_arrived(int n)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 20;
+    deadline_in(&deadline, HANG_BOUND_MS);
     pthread_mutex_lock(&sh->lock);
     int rc = 0;
     while (sh->arrived < n && rc == 0)

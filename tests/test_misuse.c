@@ -13,7 +13,7 @@
 
 #include <criterion/criterion.h>
 
-#include "leakcheck.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -47,51 +47,8 @@ static int work_fail(void *arg, void **result)
     return EPERM;
 }
 
-/* A task that blocks until the main thread opens its gate. */
-struct gate {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool open;
-    unsigned arrived;
-};
-
-static void gate_init(struct gate *g)
-{
-    pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->cond, NULL);
-    g->open = false;
-    g->arrived = 0;
-}
-
-static void gate_destroy(struct gate *g)
-{
-    pthread_mutex_destroy(&g->lock);
-    pthread_cond_destroy(&g->cond);
-}
-
-static void gate_open(struct gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->open = true;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->lock);
-}
-
-/* Wait (bounded) until n tasks reached the gate; false on timeout. */
-static bool gate_wait_arrived(struct gate *g, unsigned n)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 20;
-    pthread_mutex_lock(&g->lock);
-    int rc = 0;
-    while (g->arrived < n && rc == 0)
-        rc = pthread_cond_timedwait(&g->cond, &g->lock, &deadline);
-    bool ok = g->arrived >= n;
-    pthread_mutex_unlock(&g->lock);
-    return ok;
-}
-
+/* A task that blocks until the main thread opens its gate (struct gate and
+ * its helpers: testutil.h). */
 static int work_gated(void *arg, void **result)
 {
     struct gate *g = arg;

@@ -21,9 +21,9 @@
 #include "config.h"
 
 #include <criterion/criterion.h>
-
-#include "leakcheck.h"
 #include <criterion/logging.h>
+
+#include "testutil.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -43,76 +43,13 @@
 #include <valgrind/valgrind.h>
 #endif
 #endif
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LSAN 1
-#endif
-#ifdef HAVE_LSAN
-#include <sanitizer/lsan_interface.h>
-#endif
 #ifndef RUNNING_ON_VALGRIND
 #define RUNNING_ON_VALGRIND 0
 #endif
 
 TestSuite(teardown, .timeout = 120, .fini = fail_on_leaks);
 
-#define HANG_BOUND_MS 20000
-
-/* ---- helpers ------------------------------------------------------------ */
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
-struct gate {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool open;
-    unsigned arrived;
-};
-
-static void gate_init(struct gate *g)
-{
-    pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->cond, NULL);
-    g->open = false;
-    g->arrived = 0;
-}
-
-static void gate_destroy(struct gate *g)
-{
-    pthread_mutex_destroy(&g->lock);
-    pthread_cond_destroy(&g->cond);
-}
-
-static void gate_open(struct gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->open = true;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->lock);
-}
-
-static bool gate_wait_arrived(struct gate *g, unsigned n)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += HANG_BOUND_MS / 1000;
-    pthread_mutex_lock(&g->lock);
-    int rc = 0;
-    while (g->arrived < n && rc == 0)
-        rc = pthread_cond_timedwait(&g->cond, &g->lock, &deadline);
-    bool ok = g->arrived >= n;
-    pthread_mutex_unlock(&g->lock);
-    return ok;
-}
+/* ---- helpers (sleep_ms, HANG_BOUND_MS and the gate: testutil.h) -------- */
 
 /* Results: counted when made and when freed. */
 static atomic_int results_made, results_freed;
@@ -177,7 +114,7 @@ static void assert_results_balanced(void)
  * (a leak at exit alone would not fail it). */
 static void assert_no_leaks(void)
 {
-#ifdef HAVE_LSAN
+#ifdef TESTUTIL_LSAN
     cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "LeakSanitizer found leaks");
 #endif
 }
