@@ -384,9 +384,14 @@ struct evexec_loop_stats {
     uint64_t in_flight;       /**< chained futures waiting for their work */
     uint64_t spins;           /**< end-of-pass polls that caught a completion */
     uint64_t spins_missed;    /**< end-of-pass polls that timed out */
+    /** Wakeup writes that failed for another reason than a full descriptor
+     *  (it was closed or broken behind the library's back); debug builds
+     *  abort instead. The callbacks stay queued and run with the next wakeup. */
+    uint64_t wakeup_errors;
+    uint64_t reserved[8];     /**< room to grow without an ABI break; zero */
 };
 
-/** Fill *stats. @return 0, EINVAL. Loop thread. */
+/** Fill *stats. @return 0, EINVAL, EVEXEC_EFORKED. Loop thread. */
 EVEXEC_EXPORT int evexec_loop_get_stats(struct evexec_loop *loop,
                                         struct evexec_loop_stats *stats);
 
@@ -396,6 +401,18 @@ EVEXEC_EXPORT int evexec_loop_get_stats(struct evexec_loop *loop,
  * @return the pool (owned by the loop) or NULL with errno. Loop thread.
  */
 EVEXEC_EXPORT struct evexec_pool *evexec_loop_default_pool(struct evexec_loop *loop);
+
+/**
+ * Make pool the loop's default pool (asyncio loop.set_default_executor()).
+ * The loop does not own a pool it was given: the caller frees it, after
+ * evexec_loop_free() or after evexec_loop_shutdown_default_pool() finished.
+ * @return 0, EINVAL (NULL loop or pool), EBUSY (the loop already made its
+ *   own default pool: set it before the first evexec_run_in_executor() with
+ *   a NULL pool), ESHUTDOWN (after evexec_loop_shutdown_default_pool()),
+ *   EVEXEC_ECLOSED, EVEXEC_EFORKED. Loop thread.
+ */
+EVEXEC_EXPORT int evexec_loop_set_default_pool(struct evexec_loop *loop,
+                                               struct evexec_pool *pool);
 /**@}*/
 
 /* ------------------------------------------------------------------------ */
@@ -436,6 +453,35 @@ EVEXEC_EXPORT int evexec_future_set_error(struct evexec_future *f, int err);
  *   finished, or NULL.
  */
 EVEXEC_EXPORT bool evexec_future_cancel(struct evexec_future *f);
+/**
+ * Ask the work behind a future to stop without completing the future: a
+ * queued task never runs, a running one sees evexec_cancel_requested(). The
+ * future completes later with what the work really did -- its result, its
+ * error, or ECANCELED if it never started -- for work whose side effects
+ * matter (a write that may have committed). Beyond asyncio.
+ * @return 0 (asked), EINVAL (NULL), EALREADY (the future is done), ENOTSUP
+ *   (no work behind it: a future of evexec_future_new() or a combinator),
+ *   EVEXEC_EFORKED. Loop thread.
+ */
+EVEXEC_EXPORT int evexec_future_request_cancel(struct evexec_future *f);
+
+/**
+ * Shut the loop's default pool down without blocking (asyncio
+ * loop.shutdown_default_executor(timeout)): queued work still runs, later
+ * evexec_run_in_executor() calls with a NULL pool fail with ESHUTDOWN. A
+ * pool the loop made is freed once its threads exit; a pool given with
+ * evexec_loop_set_default_pool() is shut down but stays the caller's.
+ * @param timeout_ms -1: no limit; >= 0: the future fails with ETIMEDOUT if
+ *   the threads have not all exited by then (they go on exiting).
+ * @return a future (one reference for the caller) that finishes (result
+ *   NULL) once every thread of the default pool has exited -- on the next
+ *   pass if there is none -- or NULL with errno EINVAL, ENOMEM, EAGAIN (no
+ *   thread to wait with), EVEXEC_ECLOSED, EVEXEC_EFORKED. While pending it
+ *   keeps the loop alive. Loop thread.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_loop_shutdown_default_pool(struct evexec_loop *loop,
+    long timeout_ms) EVEXEC_WARN_UNUSED;
+
 /** True once finished, failed or cancelled; false for NULL. */
 EVEXEC_EXPORT bool evexec_future_done(struct evexec_future *f);
 /** True if cancelled; false for NULL. */

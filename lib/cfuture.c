@@ -17,7 +17,7 @@
  * Lock order: a stripe lock is taken alone, never with the pool lock, and no
  * callback runs under it.
  */
-#include "evexec-internal.h"
+#include "executor.h"
 
 #include <errno.h>
 #include <time.h>
@@ -32,7 +32,7 @@ struct stripe {
 static struct stripe stripes[STRIPES];
 static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
 
-static void stripes_init(void)
+static void stripes_reset(void)
 {
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -44,6 +44,17 @@ static void stripes_init(void)
     pthread_condattr_destroy(&attr);
 }
 
+static void stripes_init(void)
+{
+    stripes_reset();
+    /* In a child, a parent thread may have held a stripe or waited on its
+     * condition variable at fork(); its stale state would block or eat the
+     * child's wakeups. The parent's cfutures refuse to work there
+     * (EVEXEC_EFORKED), so nothing needs what the stripes guarded: start
+     * afresh. */
+    pthread_atfork(NULL, NULL, stripes_reset);
+}
+
 /* Only waiters and callback registrations initialise the stripes; a
  * completer locks one only after seeing a flag they set. */
 static struct stripe *stripe_of(const struct evexec_cfuture *cf)
@@ -51,28 +62,6 @@ static struct stripe *stripe_of(const struct evexec_cfuture *cf)
     pthread_once(&stripes_once, stripes_init);
     uintptr_t a = (uintptr_t)cf;
     return &stripes[((a >> 6) ^ (a >> 12)) % STRIPES];
-}
-
-/* fork: hold every stripe across fork() so the child gets them unlocked. */
-void evexec__cfuture_atfork_prepare(void)
-{
-    pthread_once(&stripes_once, stripes_init);
-    for (int i = 0; i < STRIPES; i++)
-        pthread_mutex_lock(&stripes[i].lock);
-}
-
-void evexec__cfuture_atfork_parent(void)
-{
-    for (int i = STRIPES - 1; i >= 0; i--)
-        pthread_mutex_unlock(&stripes[i].lock);
-}
-
-void evexec__cfuture_atfork_child(void)
-{
-    /* Not just unlock: a parent thread may have been waiting on a stripe's
-     * condition variable at fork(), and its stale waiter count would eat the
-     * child's wakeups. The parent's threads are gone; start afresh. */
-    stripes_init();
 }
 
 /* The task this worker thread runs now, for evexec_cancel_requested(). */
@@ -92,7 +81,6 @@ void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *ar
     cf->error = 0;
     cf->result = NULL;
     cf->fork_gen = evexec__fork_gen();
-    cf->embedded = false;
     cf->on_done = NULL;
     cf->callbacks = NULL;
     cf->callbacks_tail = &cf->callbacks;
@@ -174,10 +162,19 @@ void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *re
     evexec_cfuture_release(cf);
 }
 
-void evexec__cfuture_fail(struct evexec_cfuture *cf, int err)
+bool evexec__cfuture_fail(struct evexec_cfuture *cf, int err)
 {
-    if (evexec__cfuture_start(cf))
-        finish(cf, err, NULL);
+    if (!evexec__cfuture_start(cf))
+        return false;
+    finish(cf, err, NULL);
+    return true;
+}
+
+/* A cfuture made before fork() (the parent's): its worker does not exist
+ * here, so it accepts nothing, not even a wait for an outcome it may have. */
+static bool inherited(const struct evexec_cfuture *cf)
+{
+    return evexec__forked(cf->fork_gen);
 }
 
 bool evexec_cancel_requested(void)
@@ -189,15 +186,27 @@ bool evexec_cancel_requested(void)
 
 int evexec_cfuture_state(struct evexec_cfuture *cf)
 {
-    if (!cf)
+    if (!cf) {
+        errno = EINVAL;
         return -1;
+    }
+    if (inherited(cf)) {
+        errno = EVEXEC_EFORKED;
+        return -1;
+    }
     return atomic_load(&cf->state);
 }
 
 bool evexec_cfuture_cancel(struct evexec_cfuture *cf)
 {
-    if (!cf)
+    if (!cf) {
+        errno = EINVAL;
         return false;
+    }
+    if (inherited(cf)) {
+        errno = EVEXEC_EFORKED;
+        return false;
+    }
     int state = atomic_load(&cf->state);
     for (;;) {
         switch (state) {
@@ -223,10 +232,10 @@ bool evexec_cfuture_cancel(struct evexec_cfuture *cf)
 /* Wait until done or the deadline; 0 or ETIMEDOUT / EVEXEC_EFORKED. */
 static int wait_done(struct evexec_cfuture *cf, long timeout_ms)
 {
+    if (inherited(cf))
+        return EVEXEC_EFORKED;
     if (is_done(atomic_load(&cf->state)))
         return 0;
-    if (cf->fork_gen != evexec__fork_gen())
-        return EVEXEC_EFORKED; /* its worker does not exist in this process */
     if (timeout_ms == 0)
         return ETIMEDOUT;
     struct timespec deadline;
@@ -313,6 +322,8 @@ int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf, evexec_cfuture_c
 {
     if (!cf || !cb)
         return EINVAL;
+    if (inherited(cf))
+        return EVEXEC_EFORKED; /* nothing would ever call it back */
     if (!is_done(atomic_load(&cf->state))) {
         struct evexec__cb_node *n = evexec__malloc(sizeof(*n));
         if (!n)
@@ -338,7 +349,7 @@ int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf, evexec_cfuture_c
 
 void evexec_cfuture_retain(struct evexec_cfuture *cf)
 {
-    if (cf)
+    if (cf && !inherited(cf))
         atomic_fetch_add_explicit(&cf->refs, 1, memory_order_relaxed);
 }
 
@@ -362,8 +373,8 @@ void evexec__cfuture_destroy_contents(struct evexec_cfuture *cf)
 
 void evexec_cfuture_release(struct evexec_cfuture *cf)
 {
-    if (!cf || !evexec__cfuture_unref(cf))
-        return;
+    if (!cf || inherited(cf) || !evexec__cfuture_unref(cf))
+        return; /* an inherited one is leaked: its pool may still hold it */
     evexec__cfuture_destroy_contents(cf);
     /* An embedded cfuture heads its run_in_executor block, so this frees the
      * block; the loop future inside died first (it holds a reference). */

@@ -6,7 +6,7 @@
  * a pthread_atfork handler, read everywhere with a relaxed load) and, in the
  * fault-injection build only, the failure countdowns the tests set.
  */
-#include "evexec-internal.h"
+#include "common.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -43,31 +43,24 @@ const char *evexec_strerror(int err)
 
 /* ---- fork --------------------------------------------------------------- */
 
+/* Nothing is held across fork(): holding every lock of every component in a
+ * prepare handler serialises fork() against all of them and, with 64 stripe
+ * locks and more, goes past what ThreadSanitizer can track. Instead objects
+ * carry the generation they were made in, refuse to work in another one, and
+ * a component with process-wide locks re-initialises them in the child (it is
+ * single-threaded there, and no object of the parent's generation will touch
+ * what they guarded). */
 _Atomic unsigned evexec__fork_generation;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
-
-static void on_fork_prepare(void)
-{
-    evexec__loop_atfork_prepare();
-    evexec__cfuture_atfork_prepare();
-}
-
-static void on_fork_parent(void)
-{
-    evexec__cfuture_atfork_parent();
-    evexec__loop_atfork_parent();
-}
 
 static void on_fork_child(void)
 {
     atomic_fetch_add_explicit(&evexec__fork_generation, 1, memory_order_relaxed);
-    evexec__cfuture_atfork_child();
-    evexec__loop_atfork_child();
 }
 
 static void fork_register(void)
 {
-    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
+    pthread_atfork(NULL, NULL, on_fork_child);
 }
 
 void evexec__fork_init(void)
@@ -95,15 +88,67 @@ uint64_t evexec__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The CPU quota of the process's cgroup (v2 "cpu.max": "max 100000" or
+ * "QUOTA PERIOD"), rounded up to whole CPUs; 0 if there is none. */
+static int cgroup_cpu_quota(void)
+{
+    char path[512] = "/sys/fs/cgroup";
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (f) {
+        char line[384];
+        while (fgets(line, sizeof(line), f)) {
+            if (strncmp(line, "0::", 3) == 0) { /* the v2 hierarchy */
+                line[strcspn(line, "\n")] = '\0';
+                snprintf(path, sizeof(path), "/sys/fs/cgroup%s", line + 3);
+                break;
+            }
+        }
+        fclose(f);
+    }
+    size_t len = strlen(path);
+    snprintf(path + len, sizeof(path) - len, "/cpu.max");
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char quota[32] = "";
+    long period = 0;
+    int n = fscanf(f, "%31s %ld", quota, &period);
+    fclose(f);
+    if (n != 2 || period <= 0 || strcmp(quota, "max") == 0)
+        return 0;
+    long q = strtol(quota, NULL, 10);
+    if (q <= 0)
+        return 0;
+    return (int)((q + period - 1) / period);
+}
+
 int evexec__cpus_allowed(void)
 {
+    int cpus = 0;
 #ifdef CPU_COUNT
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        return CPU_COUNT(&set);
+        cpus = CPU_COUNT(&set);
 #endif
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    if (cpus <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cpus = n > 0 ? (int)n : 1;
+    }
+    int quota = cgroup_cpu_quota();
+    return quota > 0 && quota < cpus ? quota : cpus;
+}
+
+bool evexec__spin_until(bool (*ready)(const void *ctx), const void *ctx, uint64_t spin_ns)
+{
+    uint64_t start = evexec__now_ns();
+    for (unsigned i = 1;; i++) {
+        if (ready(ctx))
+            return true;
+        evexec__cpu_relax();
+        /* Reading the clock costs more than a poll: look every 64 polls. */
+        if ((i & 63) == 0 && evexec__now_ns() - start >= spin_ns)
+            return false;
+    }
 }
 
 void evexec__cpu_relax(void)

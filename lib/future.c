@@ -13,55 +13,39 @@
  * queued is safe.
  *
  * Pending futures sit on the loop's pending list so evexec_loop_free can
- * cancel them.
+ * cancel them before it closes the loop; the list is the loop thread's
+ * alone, and nothing is pending once the loop is closed.
+ *
+ * What completes a future is not this file's business: a producer (the
+ * chain, a combinator) hands the future a table of hooks (future.h) to hear
+ * of cancellation, to keep the result or the memory on its side.
  */
-#include "evexec-internal.h"
+#include "future.h"
 
 #include <errno.h>
 #include <string.h>
 
 static void run_callbacks(struct evexec__handle *h, bool discard);
 
-static void pending_link(struct evexec_future *f)
-{
-    struct evexec_loop *loop = f->loop;
-    f->pend_prev = NULL;
-    f->pend_next = loop->pending;
-    if (loop->pending)
-        loop->pending->pend_prev = f;
-    loop->pending = f;
-}
-
-void evexec__pending_unlink(struct evexec_future *f)
-{
-    if (f->pend_prev)
-        f->pend_prev->pend_next = f->pend_next;
-    else
-        f->loop->pending = f->pend_next;
-    if (f->pend_next)
-        f->pend_next->pend_prev = f->pend_prev;
-    f->pend_prev = f->pend_next = NULL;
-}
-
-void evexec__future_init(struct evexec_future *f, struct evexec_loop *loop, unsigned refs)
+void evexec__future_init(struct evexec_future *f, struct evexec_loop *loop, unsigned refs,
+                         const struct evexec__future_ops *ops, void *producer)
 {
     /* Field by field, not memset: this is on the run_in_executor path. */
     f->loop = loop;
     atomic_init(&f->refs, refs);
     f->state = EVEXEC__F_PENDING;
     f->done_queued = false;
-    f->embedded = false;
     f->taken = false;
     f->error = 0;
     f->result = NULL;
     f->free_result = NULL;
-    f->cf = NULL;
+    f->ops = ops;
+    f->producer = producer;
     f->more_cbs = NULL;
     f->ncbs = f->cap = f->nrun = 0;
     f->done_handle.run = run_callbacks;
-    f->deliver_handle.run = evexec__chain_deliver;
     evexec__loop_retain(loop);
-    pending_link(f);
+    evexec__list_push_front(&loop->pending, &f->pending_node);
 }
 
 static struct evexec__done_cb *cb_slot(struct evexec_future *f, unsigned i)
@@ -78,7 +62,7 @@ static void schedule_callbacks(struct evexec_future *f)
     evexec__loop_schedule(f->loop, &f->done_handle);
 }
 
-void evexec__future_run_callbacks(struct evexec_future *f)
+static void run_pending_callbacks(struct evexec_future *f)
 {
     /* A callback may add callbacks (they run here too) or free the loop
      * (then nothing more runs). */
@@ -93,117 +77,165 @@ static void run_callbacks(struct evexec__handle *h, bool discard)
     struct evexec_future *f = evexec__container_of(h, struct evexec_future, done_handle);
     f->done_queued = false;
     if (!discard)
-        evexec__future_run_callbacks(f);
+        run_pending_callbacks(f);
     evexec_future_release(f);
 }
 
-void evexec__future_settle(struct evexec_future *f, unsigned char state, int error)
+/* Leave PENDING (loop thread). */
+static void settle(struct evexec_future *f, unsigned char state, void *result,
+                   evexec_free_fn free_result, int error)
 {
+    EVEXEC__ASSERT(evexec__loop_on_thread(f->loop), "evexec future", "settled off the loop thread");
     f->state = state;
+    f->result = result;
+    f->free_result = free_result;
     f->error = error;
-    evexec__pending_unlink(f);
+    evexec__list_remove(&f->pending_node);
+}
+
+void evexec__future_finish(struct evexec_future *f, void *result, evexec_free_fn free_result,
+                           int error)
+{
+    settle(f, EVEXEC__F_FINISHED, result, free_result, error);
     schedule_callbacks(f);
+}
+
+void evexec__future_settle_cancelled(struct evexec_future *f)
+{
+    settle(f, EVEXEC__F_CANCELLED, NULL, NULL, 0);
+    schedule_callbacks(f);
+}
+
+void evexec__future_deliver(struct evexec_future *f, unsigned char state, void *result,
+                            evexec_free_fn free_result, int error)
+{
+    settle(f, state, result, free_result, error);
+    run_pending_callbacks(f);
 }
 
 struct evexec_future *evexec_future_new(struct evexec_loop *loop)
 {
-    if (!loop) {
-        errno = EINVAL;
+    int err = evexec__loop_check(loop, "evexec_future_new");
+    if (err) {
+        errno = err;
         return NULL;
     }
-    if (loop->fork_gen != evexec__fork_gen()) {
-        errno = EVEXEC_EFORKED;
-        return NULL;
-    }
-    if (evexec__loop_closed(loop)) {
-        errno = EVEXEC_ECLOSED;
-        return NULL;
-    }
-    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_future_new");
     struct evexec_future *f = evexec__malloc(sizeof(*f));
     if (!f)
         return NULL;
-    evexec__future_init(f, loop, 1);
+    evexec__future_init(f, loop, 1, NULL, NULL);
     return f;
 }
 
-/* EINVAL / EVEXEC_EFORKED for the functions that change a future. */
-static int check_change(struct evexec_future *f, const char *func)
+/* EINVAL / EVEXEC_EFORKED for the functions that use a future; debug builds
+ * assert the thread. */
+static int check_future(const struct evexec_future *f, const char *func)
 {
     if (!f)
         return EINVAL;
-    if (f->loop->fork_gen != evexec__fork_gen())
+    if (evexec__forked(f->loop->fork_gen))
         return EVEXEC_EFORKED;
     EVEXEC__ASSERT_LOOP_THREAD(f->loop, func);
     (void)func;
     return 0;
 }
 
+static bool producer_only(const struct evexec_future *f)
+{
+    return f->ops && f->ops->producer_only;
+}
+
 int evexec_future_set_result(struct evexec_future *f, void *result, evexec_free_fn free_result)
 {
-    int err = check_change(f, "evexec_future_set_result");
+    int err = check_future(f, "evexec_future_set_result");
     if (err)
         return err;
-    if (f->state != EVEXEC__F_PENDING || f->cf)
+    if (f->state != EVEXEC__F_PENDING || producer_only(f))
         return EINVAL; /* done, or completed by its work only */
-    f->result = result;
-    f->free_result = free_result;
-    evexec__future_settle(f, EVEXEC__F_FINISHED, 0);
+    evexec__future_finish(f, result, free_result, 0);
     return 0;
 }
 
 int evexec_future_set_error(struct evexec_future *f, int error)
 {
-    int err = check_change(f, "evexec_future_set_error");
+    int err = check_future(f, "evexec_future_set_error");
     if (err)
         return err;
-    if (error <= 0 || f->state != EVEXEC__F_PENDING || f->cf)
+    if (error <= 0 || f->state != EVEXEC__F_PENDING || producer_only(f))
         return EINVAL;
-    evexec__future_settle(f, EVEXEC__F_FINISHED, error);
+    evexec__future_finish(f, NULL, NULL, error);
     return 0;
 }
 
-bool evexec__future_cancel(struct evexec_future *f)
+static bool cancel(struct evexec_future *f)
 {
     if (f->state != EVEXEC__F_PENDING)
         return f->state == EVEXEC__F_CANCELLED;
-    evexec__future_settle(f, EVEXEC__F_CANCELLED, 0);
-    /* A queued task never runs; a running one is asked to stop. Its delivery
-     * still comes and disposes of any late result. */
-    if (f->cf)
-        evexec_cfuture_cancel(f->cf);
+    evexec__future_settle_cancelled(f);
+    /* The producer stops its work: a queued task never runs, a running one
+     * is asked to stop, a timer is stopped. */
+    if (f->ops && f->ops->cancelled)
+        f->ops->cancelled(f);
     return true;
 }
 
 bool evexec_future_cancel(struct evexec_future *f)
 {
-    if (check_change(f, "evexec_future_cancel"))
+    if (check_future(f, "evexec_future_cancel"))
         return false;
-    return evexec__future_cancel(f);
+    return cancel(f);
+}
+
+void evexec__future_cancel_all(struct evexec_loop *loop)
+{
+    /* A hook may cancel other futures of the loop (a combinator's children)
+     * or settle them: always take the first one left. */
+    struct evexec__list *n;
+    while ((n = evexec__list_first(&loop->pending)) != NULL) {
+        struct evexec_future *f = evexec__list_entry(n, struct evexec_future, pending_node);
+        evexec_future_retain(f);
+        cancel(f);
+        evexec_future_release(f);
+    }
+}
+
+int evexec_future_request_cancel(struct evexec_future *f)
+{
+    int err = check_future(f, "evexec_future_request_cancel");
+    if (err)
+        return err;
+    if (f->state != EVEXEC__F_PENDING)
+        return EALREADY;
+    if (!f->ops || !f->ops->request_cancel)
+        return ENOTSUP; /* no work behind it to ask */
+    return f->ops->request_cancel(f);
 }
 
 bool evexec_future_done(struct evexec_future *f)
 {
-    if (!f)
+    int err = check_future(f, "evexec_future_done");
+    if (err) {
+        errno = err;
         return false;
-    EVEXEC__ASSERT_LOOP_THREAD(f->loop, "evexec_future_done");
+    }
     return f->state != EVEXEC__F_PENDING;
 }
 
 bool evexec_future_cancelled(struct evexec_future *f)
 {
-    if (!f)
+    int err = check_future(f, "evexec_future_cancelled");
+    if (err) {
+        errno = err;
         return false;
-    EVEXEC__ASSERT_LOOP_THREAD(f->loop, "evexec_future_cancelled");
+    }
     return f->state == EVEXEC__F_CANCELLED;
 }
 
 static int outcome(struct evexec_future *f, void **result, bool take, const char *func)
 {
-    if (!f)
-        return EINVAL;
-    EVEXEC__ASSERT_LOOP_THREAD(f->loop, func);
-    (void)func;
+    int err = check_future(f, func);
+    if (err)
+        return err;
     switch (f->state) {
     case EVEXEC__F_PENDING:
         return EINPROGRESS;
@@ -214,8 +246,8 @@ static int outcome(struct evexec_future *f, void **result, bool take, const char
     }
     if (f->error)
         return f->error;
-    if (f->cf && !f->embedded) /* wrap_cfuture: the result is the cfuture's */
-        return evexec__cfuture_outcome(f->cf, result, take);
+    if (f->ops && f->ops->outcome) /* the result is the producer's */
+        return f->ops->outcome(f, result, take);
     if (f->taken)
         return EVEXEC_ETAKEN;
     if (take)
@@ -237,7 +269,7 @@ int evexec_future_take_result(struct evexec_future *f, void **result)
 
 int evexec_future_add_done_callback(struct evexec_future *f, evexec_future_cb cb, void *arg)
 {
-    int err = check_change(f, "evexec_future_add_done_callback");
+    int err = check_future(f, "evexec_future_add_done_callback");
     if (err)
         return err;
     if (!cb)
@@ -265,30 +297,33 @@ int evexec_future_add_done_callback(struct evexec_future *f, evexec_future_cb cb
 
 void evexec_future_retain(struct evexec_future *f)
 {
-    if (f)
+    if (f && !evexec__forked(f->loop->fork_gen))
         atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
 void evexec_future_release(struct evexec_future *f)
 {
-    if (!f)
-        return;
+    if (!f || evexec__forked(f->loop->fork_gen))
+        return; /* an inherited future is leaked, as its loop is */
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
     struct evexec_loop *loop = f->loop;
-    if (f->state == EVEXEC__F_PENDING)
-        evexec__pending_unlink(f); /* a plain future dropped unset */
-    if ((!f->cf || f->embedded) && !f->taken && f->result && f->free_result)
+    if (f->state == EVEXEC__F_PENDING) {
+        /* A plain future dropped unset. Only the loop thread holds pending
+         * futures' last references: they are all settled before the loop
+         * closes, and workers drop references only after that. */
+        EVEXEC__ASSERT(evexec__loop_on_thread(loop), "evexec_future_release",
+                       "last reference of a pending future dropped off the loop thread");
+        evexec__list_remove(&f->pending_node);
+    }
+    if (!f->taken && f->result && f->free_result)
         f->free_result(f->result);
     if (f->more_cbs)
         evexec__free(f->more_cbs);
-    if (f->embedded) {
-        evexec__chain_release_block(f); /* the block may be recycled */
-    } else {
-        struct evexec_cfuture *cf = f->cf;
+    if (f->ops && f->ops->release)
+        f->ops->release(f); /* the producer's memory */
+    else
         evexec__free(f);
-        evexec_cfuture_release(cf);
-    }
     evexec__loop_release(loop);
 }
 
@@ -296,6 +331,10 @@ struct evexec_loop *evexec_future_loop(struct evexec_future *f)
 {
     if (!f) {
         errno = EINVAL;
+        return NULL;
+    }
+    if (evexec__forked(f->loop->fork_gen)) {
+        errno = EVEXEC_EFORKED;
         return NULL;
     }
     return f->loop;

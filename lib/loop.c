@@ -36,15 +36,21 @@
  * event_base_dispatch() return. A post made while not listening leaves the
  * fd readable and the item queued: it runs as soon as the loop listens.
  *
- * Teardown: `closed` is set (seq_cst) before the loop takes the stack for the
- * last time; a producer whose push found the stack empty checks `closed` after
- * pushing and, if set, takes the stack and disposes of it itself. Memory is
- * reference counted by the loop and every future, and the wakeup fd is closed
- * only with the memory, so a late producer never writes to a reused fd.
+ * Teardown (evexec__loop_close, called by evexec_loop_free once every
+ * producer has settled what it can on the loop thread): `closed` is set
+ * (seq_cst) before the loop takes the stack for the last time; a producer
+ * whose push found the stack empty checks `closed` after pushing and, if set,
+ * takes the stack and disposes of it itself -- run(h, true), which touches
+ * nothing the loop thread owns. Memory is reference counted by the loop and
+ * every future, and the wakeup fd is closed only with the memory, so a late
+ * producer never writes to a reused fd.
+ *
+ * The loop knows nothing of what it runs: futures, the chain and the default
+ * pool keep their data in fields of the loop marked as theirs.
  *
  * Lock order: the registry lock (loop_new/loop_free only), alone.
  */
-#include "evexec-internal.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,23 +66,20 @@
 /* One bridge per event_base: the loops that exist, for EEXIST. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct evexec_loop *registry;
+static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
 
-void evexec__loop_atfork_prepare(void)
-{
-    pthread_mutex_lock(&registry_lock);
-}
-
-void evexec__loop_atfork_parent(void)
-{
-    pthread_mutex_unlock(&registry_lock);
-}
-
-void evexec__loop_atfork_child(void)
+static void registry_child(void)
 {
     /* The parent's loops are unusable here: forget them, so a new loop can
-     * be made on a new base. */
+     * be made on a new base. A parent thread may have held the lock at
+     * fork(); nothing of the parent's registry is needed, so start afresh. */
     registry = NULL;
     pthread_mutex_init(&registry_lock, NULL);
+}
+
+static void registry_init(void)
+{
+    pthread_atfork(NULL, NULL, registry_child);
 }
 
 /* ---- wakeup descriptor -------------------------------------------------- */
@@ -129,8 +132,14 @@ static void wake_write(struct evexec_loop *loop)
         ssize_t n = write(loop->wake_wfd, buf, len);
         if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK)
             break; /* EAGAIN: the counter or pipe is full, the loop is woken */
-        if (errno != EINTR)
-            break; /* nothing better to do: the next post tries again */
+        if (errno != EINTR) {
+            /* EBADF, EPIPE...: the descriptor was closed or broken behind the
+             * library's back. The post stays queued and runs with the next
+             * wakeup that works; count it so the program can see it. */
+            atomic_fetch_add_explicit(&loop->wakeup_errors, 1, memory_order_relaxed);
+            EVEXEC__ASSERT(false, "evexec wakeup", "write to the wakeup descriptor failed");
+            break;
+        }
     }
     atomic_fetch_add_explicit(&loop->wakeup_writes, 1, memory_order_relaxed);
 }
@@ -253,33 +262,25 @@ void evexec__loop_update_listening(struct evexec_loop *loop)
         loop->listening = want;
 }
 
+static bool foreign_waiting(const void *ctx)
+{
+    const struct evexec_loop *loop = ctx;
+    return atomic_load_explicit(&loop->foreign, memory_order_relaxed) != NULL;
+}
+
 /* End of a pass: poll briefly for a completion instead of sleeping. */
 static void spin_for_completions(struct evexec_loop *loop)
 {
-    uint64_t start = evexec__now_ns();
-    for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&loop->foreign, memory_order_relaxed) != NULL) {
-            loop->spins++;
-            loop->spin_backoff = 0;
-            return;
-        }
-        evexec__cpu_relax();
-        if ((i & 63) == 0 && evexec__now_ns() - start >= loop->spin_ns) {
-            loop->spins_missed++;
-            loop->spin_ok = false;
-            loop->spin_backoff = loop->spin_backoff ? loop->spin_backoff * 2 : 1;
-            if (loop->spin_backoff > 1024)
-                loop->spin_backoff = 1024;
-            loop->spin_skip = loop->spin_backoff;
-            return;
-        }
-    }
+    bool caught = evexec__spin_until(foreign_waiting, loop, loop->spin_ns);
+    if (caught)
+        loop->spins++;
+    else
+        loop->spins_missed++;
+    evexec__backoff_outcome(&loop->spin_backoff, caught);
 }
 
 static void drain(struct evexec_loop *loop, bool readable)
 {
-    if (loop->spin_ns && !loop->spin_ok && (loop->spin_skip == 0 || --loop->spin_skip == 0))
-        loop->spin_ok = true; /* enough passes went by: try again */
     atomic_store(&loop->draining, true);
     if (readable)
         wake_drain(loop);
@@ -302,8 +303,9 @@ static void drain(struct evexec_loop *loop, bool readable)
     }
     loop->drains++;
 
-    if (loop->spin_ok && loop->in_flight > 0 && !loop->ready_head &&
-        atomic_load_explicit(&loop->foreign, memory_order_relaxed) == NULL)
+    if (loop->spin_ns && loop->in_flight > 0 && !loop->ready_head &&
+        atomic_load_explicit(&loop->foreign, memory_order_relaxed) == NULL &&
+        evexec__backoff_ready(&loop->spin_backoff))
         spin_for_completions(loop);
 
     /* Still in_drain: anything found now waits for the next pass. */
@@ -344,6 +346,7 @@ struct evexec_loop *evexec_loop_new(struct event_base *base)
         return NULL;
     }
     evexec__fork_init();
+    pthread_once(&registry_once, registry_init);
     struct evexec_loop *loop = evexec__calloc(1, sizeof(*loop));
     if (!loop)
         return NULL;
@@ -358,6 +361,7 @@ struct evexec_loop *evexec_loop_new(struct event_base *base)
     loop->fork_gen = evexec__fork_gen();
     loop->ready_tail = &loop->ready_head;
     loop->batch_tail = &loop->batch_head;
+    evexec__list_init(&loop->pending);
     atomic_init(&loop->refs, 1);
     if (evexec__cpus_allowed() > 1)
         loop->spin_ns = EVEXEC_DEFAULT_LOOP_SPIN_US * 1000u;
@@ -396,18 +400,36 @@ void evexec__loop_destroy(struct evexec_loop *loop)
     evexec__free(loop);
 }
 
-static bool loop_forked(const struct evexec_loop *loop)
+int evexec__loop_check(const struct evexec_loop *loop, const char *func)
 {
-    return loop->fork_gen != evexec__fork_gen();
+    if (!loop)
+        return EINVAL;
+    if (evexec__forked(loop->fork_gen))
+        return EVEXEC_EFORKED;
+    if (evexec__loop_closed(loop))
+        return EVEXEC_ECLOSED;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, func);
+    (void)func;
+    return 0;
 }
 
-void evexec_loop_free(struct evexec_loop *loop)
+void evexec__loop_work_begin(struct evexec_loop *loop)
 {
-    if (!loop || loop_forked(loop))
-        return; /* a forked child leaks the parent's loop, as documented */
-    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_free");
-    if (evexec__loop_closed(loop))
-        return;
+    loop->in_flight++;
+    if (!loop->listening)
+        evexec__loop_update_listening(loop);
+}
+
+void evexec__loop_work_end(struct evexec_loop *loop)
+{
+    loop->in_flight--;
+    /* A drain updates listening when it ends. */
+    if (!loop->in_drain)
+        evexec__loop_update_listening(loop);
+}
+
+void evexec__loop_close(struct evexec_loop *loop)
+{
     atomic_store(&loop->closed, true);
 
     pthread_mutex_lock(&registry_lock);
@@ -419,14 +441,7 @@ void evexec_loop_free(struct evexec_loop *loop)
     }
     pthread_mutex_unlock(&registry_lock);
 
-    /* Cancel every pending future; their chained tasks are cancelled too and
-     * deliveries posted now are disposed of at once (the loop is closed). */
-    while (loop->pending) {
-        struct evexec_future *f = loop->pending;
-        evexec_future_retain(f);
-        evexec__future_cancel(f);
-        evexec_future_release(f);
-    }
+    /* From here a poster that finds the stack empty disposes of it itself. */
     dispose_list(atomic_exchange(&loop->foreign, NULL));
     struct evexec__handle *ready = loop->ready_head;
     loop->ready_head = NULL;
@@ -442,17 +457,17 @@ void evexec_loop_free(struct evexec_loop *loop)
     event_free(loop->wake_ev);
     event_free(loop->run_ev);
     loop->wake_ev = loop->run_ev = NULL;
-    evexec__chain_free_spares(loop);
-    if (loop->default_pool)
-        evexec__pool_orphan(loop->default_pool);
-    loop->default_pool = NULL;
-    evexec__loop_release(loop);
+    loop->listening = false;
 }
 
 struct event_base *evexec_loop_base(struct evexec_loop *loop)
 {
     if (!loop) {
         errno = EINVAL;
+        return NULL;
+    }
+    if (evexec__forked(loop->fork_gen)) {
+        errno = EVEXEC_EFORKED;
         return NULL;
     }
     return loop->base;
@@ -473,23 +488,24 @@ static void soon_call_run(struct evexec__handle *h, bool discard)
     evexec__free(c);
 }
 
-static int check_loop(struct evexec_loop *loop, evexec_callback_fn cb)
+static int check_call(struct evexec_loop *loop, evexec_callback_fn cb, const char *func)
 {
     if (!loop || !cb)
         return EINVAL;
-    if (loop_forked(loop))
+    if (evexec__forked(loop->fork_gen))
         return EVEXEC_EFORKED;
     if (evexec__loop_closed(loop))
         return EVEXEC_ECLOSED;
+    if (func)
+        EVEXEC__ASSERT_LOOP_THREAD(loop, func);
     return 0;
 }
 
 int evexec_call_soon(struct evexec_loop *loop, evexec_callback_fn cb, void *arg)
 {
-    int err = check_loop(loop, cb);
+    int err = check_call(loop, cb, "evexec_call_soon");
     if (err)
         return err;
-    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_call_soon");
     struct soon_call *c = evexec__malloc(sizeof(*c));
     if (!c)
         return ENOMEM;
@@ -505,7 +521,7 @@ int evexec_call_soon(struct evexec_loop *loop, evexec_callback_fn cb, void *arg)
 
 int evexec_call_soon_threadsafe(struct evexec_loop *loop, evexec_callback_fn cb, void *arg)
 {
-    int err = check_loop(loop, cb);
+    int err = check_call(loop, cb, NULL);
     if (err)
         return err;
     if (evexec__loop_on_thread(loop))
@@ -522,18 +538,16 @@ int evexec_call_soon_threadsafe(struct evexec_loop *loop, evexec_callback_fn cb,
 
 void evexec_loop_ref(struct evexec_loop *loop)
 {
-    if (!loop || loop_forked(loop) || evexec__loop_closed(loop))
+    if (evexec__loop_check(loop, "evexec_loop_ref"))
         return;
-    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_ref");
     loop->user_refs++;
     evexec__loop_update_listening(loop);
 }
 
 void evexec_loop_unref(struct evexec_loop *loop)
 {
-    if (!loop || loop_forked(loop) || evexec__loop_closed(loop))
+    if (evexec__loop_check(loop, "evexec_loop_unref"))
         return;
-    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_unref");
     EVEXEC__ASSERT(loop->user_refs > 0, "evexec_loop_unref", "more unrefs than refs");
     if (loop->user_refs == 0)
         return;
@@ -546,7 +560,10 @@ int evexec_loop_get_stats(struct evexec_loop *loop, struct evexec_loop_stats *st
 {
     if (!loop || !stats)
         return EINVAL;
+    if (evexec__forked(loop->fork_gen))
+        return EVEXEC_EFORKED;
     EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_get_stats");
+    memset(stats, 0, sizeof(*stats));
     stats->callbacks_run = loop->callbacks_run;
     stats->foreign_posts = loop->foreign_posts;
     stats->wakeup_writes = atomic_load_explicit(&loop->wakeup_writes, memory_order_relaxed);
@@ -554,39 +571,16 @@ int evexec_loop_get_stats(struct evexec_loop *loop, struct evexec_loop_stats *st
     stats->in_flight = loop->in_flight;
     stats->spins = loop->spins;
     stats->spins_missed = loop->spins_missed;
+    stats->wakeup_errors = atomic_load_explicit(&loop->wakeup_errors, memory_order_relaxed);
     return 0;
 }
 
 int evexec_loop_set_spin(struct evexec_loop *loop, unsigned spin_us)
 {
-    if (!loop)
-        return EINVAL;
-    if (loop_forked(loop))
-        return EVEXEC_EFORKED;
-    if (evexec__loop_closed(loop))
-        return EVEXEC_ECLOSED;
-    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_set_spin");
+    int err = evexec__loop_check(loop, "evexec_loop_set_spin");
+    if (err)
+        return err;
     loop->spin_ns = (uint64_t)spin_us * 1000u;
-    loop->spin_ok = false;
+    loop->spin_backoff = (struct evexec__backoff){0};
     return 0;
-}
-
-struct evexec_pool *evexec_loop_default_pool(struct evexec_loop *loop)
-{
-    if (!loop) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (loop_forked(loop)) {
-        errno = EVEXEC_EFORKED;
-        return NULL;
-    }
-    if (evexec__loop_closed(loop)) {
-        errno = EVEXEC_ECLOSED;
-        return NULL;
-    }
-    EVEXEC__ASSERT_LOOP_THREAD(loop, "evexec_loop_default_pool");
-    if (!loop->default_pool)
-        loop->default_pool = evexec_pool_new(NULL);
-    return loop->default_pool;
 }

@@ -21,7 +21,7 @@
  * Lock order: pool->lock, then nothing. No user code (tasks, hooks, free
  * functions, callbacks) runs under it.
  */
-#include "evexec-internal.h"
+#include "executor.h"
 
 #include <errno.h>
 #include <sched.h>

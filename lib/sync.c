@@ -16,7 +16,7 @@
  * Where there is no futex (not Linux), both fall back to a small table of
  * pthread mutex/condvar pairs chosen by address: correct, only slower.
  */
-#include "evexec-internal.h"
+#include "common.h"
 
 #include <errno.h>
 #include <time.h>
@@ -43,12 +43,20 @@ static struct {
 } wait_stripes[WAIT_STRIPES];
 static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
 
-static void wait_init(void)
+static void wait_reset(void)
 {
     for (int i = 0; i < WAIT_STRIPES; i++) {
         pthread_mutex_init(&wait_stripes[i].lock, NULL);
         pthread_cond_init(&wait_stripes[i].cond, NULL);
     }
+}
+
+static void wait_init(void)
+{
+    wait_reset();
+    /* A child starts with stripes a parent thread may have held or waited
+     * on; the parent's pools refuse to work there, so start afresh. */
+    pthread_atfork(NULL, NULL, wait_reset);
 }
 
 static unsigned wait_stripe(const void *p)

@@ -13,6 +13,7 @@ evexec_man3_pages = \
 	man/evexec_cfuture_state.3 \
 	man/evexec_future_new.3 \
 	man/evexec_loop_new.3 \
+	man/evexec_loop_set_default_pool.3 \
 	man/evexec_pool_new.3 \
 	man/evexec_pool_submit.3 \
 	man/evexec_run_in_executor.3 \

@@ -1,0 +1,78 @@
+/*
+ * executor.h -- the executor half: the concurrent future (cfuture.c) and the
+ * pool (pool.c). Usable without a loop: nothing here names libevent or a
+ * loop, and the only way out to the other half is the on_done hook, which
+ * the chain sets.
+ */
+#ifndef EVEXEC_EXECUTOR_H
+#define EVEXEC_EXECUTOR_H
+
+#include "common.h"
+
+/* ---- cfuture.c ---------------------------------------------------------- */
+
+struct evexec__cb_node {
+    struct evexec__cb_node *next;
+    evexec_cfuture_cb cb;
+    void *arg;
+};
+
+/* cfuture flags */
+#define EVEXEC__CF_WAITERS          0x1u  /* someone may sleep on the stripe */
+#define EVEXEC__CF_CALLBACKS        0x2u  /* callbacks list not empty */
+#define EVEXEC__CF_CANCEL_REQUESTED 0x4u  /* cancel asked while running */
+#define EVEXEC__CF_TAKEN            0x8u  /* result taken by a _take_result */
+
+/* A task and its concurrent future are one object. */
+struct evexec_cfuture {
+    struct evexec_cfuture *qnext;      /* pool queue link (pool lock) */
+    evexec_work_fn fn;
+    void *arg;
+    evexec_free_fn free_result;
+    evexec_free_fn free_arg;           /* run_in_executor_ex: arg is ours */
+    _Atomic int state;                 /* EVEXEC_PENDING ... */
+    _Atomic unsigned flags;            /* EVEXEC__CF_* */
+    _Atomic unsigned refs;
+    int error;                         /* written before state turns FINISHED */
+    void *result;
+    unsigned fork_gen;
+    /* Told when the state is final, in the completing thread, instead of
+     * waiters and callbacks; set by chain.c so the executor half needs to
+     * know nothing of loops. Its setter holds a reference until told. */
+    void (*on_done)(struct evexec_cfuture *cf);
+    struct evexec__cb_node *callbacks; /* stripe lock */
+    struct evexec__cb_node **callbacks_tail;
+};
+
+void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *arg,
+                          evexec_free_fn free_result, unsigned refs);
+/* The one PENDING -> RUNNING transition; false if it was cancelled. */
+bool evexec__cfuture_start(struct evexec_cfuture *cf);
+/* Run a started task's function on this thread (evexec_cancel_requested()
+ * works inside). Its outcome is published by evexec__cfuture_finish_release. */
+int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result);
+/* Publish the outcome, complete the future and drop the caller's reference,
+ * at the moment that lets the other holder drop the last one. */
+void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *result);
+/* Fail a task that could not be run (pool broken, no thread): PENDING ->
+ * FINISHED with err. False (no-op) if it was cancelled meanwhile. */
+bool evexec__cfuture_fail(struct evexec_cfuture *cf, int err);
+/* Free the result now if nobody took it (late result of a cancelled chain). */
+void evexec__cfuture_drop_result(struct evexec_cfuture *cf);
+/* Drop a reference; true if it was the last one. The caller then frees the
+ * contents with evexec__cfuture_destroy_contents and the memory itself. */
+bool evexec__cfuture_unref(struct evexec_cfuture *cf);
+void evexec__cfuture_destroy_contents(struct evexec_cfuture *cf);
+/* Result access shared with the chain: 0, task error, ECANCELED,
+ * EINPROGRESS, EVEXEC_ETAKEN. */
+int evexec__cfuture_outcome(struct evexec_cfuture *cf, void **result, bool take);
+
+/* ---- pool.c ------------------------------------------------------------- */
+
+/* Queue an initialised cfuture (refs already counts the queue's reference). */
+int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf);
+/* Shut down with CANCEL_PENDING, never block, and let the last worker free
+ * the pool (the loop's default pool at evexec_loop_free). */
+void evexec__pool_orphan(struct evexec_pool *pool);
+
+#endif /* EVEXEC_EXECUTOR_H */
