@@ -57,3 +57,12 @@ tests_plain_stress_mixed_SOURCES = tests/plain_stress_mixed.c tests/testutil.h
 tests_plain_stress_mixed_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_mixed_LDADD = $(evexec_prog_libs)
 tests_plain_stress_mixed_LDFLAGS = $(evexec_prog_link_flags)
+
+# evexec_loop_free against late outcomes, swept over hundreds of rounds: runs
+# in every build, ThreadSanitizer's and AddressSanitizer's included.
+TESTS += tests/plain_stress_teardown
+check_PROGRAMS += tests/plain_stress_teardown
+tests_plain_stress_teardown_SOURCES = tests/plain_stress_teardown.c tests/testutil.h
+tests_plain_stress_teardown_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+tests_plain_stress_teardown_LDADD = $(evexec_prog_libs)
+tests_plain_stress_teardown_LDFLAGS = $(evexec_prog_link_flags)
