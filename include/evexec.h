@@ -510,6 +510,15 @@ EVEXEC_EXPORT int evexec_future_take_result(struct evexec_future *f, void **resu
 EVEXEC_EXPORT int evexec_future_add_done_callback(struct evexec_future *f,
                                                   evexec_future_cb cb, void *arg);
 
+/**
+ * Remove every registration of (cb, arg) on f that has not run yet
+ * (asyncio remove_done_callback); the others keep their order.
+ * @return how many were removed (0 if none), or -1 with errno EINVAL (NULL
+ *   f) or EVEXEC_EFORKED.
+ */
+EVEXEC_EXPORT int evexec_future_remove_done_callback(struct evexec_future *f,
+                                                     evexec_future_cb cb, void *arg);
+
 /** Take one more reference. */
 EVEXEC_EXPORT void evexec_future_retain(struct evexec_future *f);
 /** Drop one reference. In-flight work keeps its own reference, so releasing
