@@ -282,6 +282,32 @@ EVEXEC_EXPORT int evexec_cfuture_take_result(struct evexec_cfuture *cf, long tim
 EVEXEC_EXPORT int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf,
                                                    evexec_cfuture_cb cb, void *arg);
 
+/** @name When a wait over several futures ends (evexec_wait,
+ *  evexec_cfuture_wait_many) */
+/**@{*/
+/** As soon as one of them is done. */
+#define EVEXEC_FIRST_COMPLETED 1u
+/** As soon as one of them failed (an error, or cancelled), or all are done. */
+#define EVEXEC_FIRST_EXCEPTION 2u
+/** When all of them are done. */
+#define EVEXEC_ALL_COMPLETED   3u
+/**@}*/
+
+/**
+ * Wait for several concurrent futures (concurrent.futures.wait) until
+ * return_when holds: EVEXEC_FIRST_COMPLETED, EVEXEC_FIRST_EXCEPTION (a
+ * cancelled future counts as failed; a taken result does not) or
+ * EVEXEC_ALL_COMPLETED. It only waits: the caller then inspects each future.
+ * n == 0 holds at once; a future given twice counts once.
+ * @param timeout_ms -1 waits forever, 0 only looks.
+ * @return 0 when the condition holds, ETIMEDOUT, EINVAL (cfs NULL with
+ *   n > 0, a NULL entry, an unknown return_when, timeout_ms < -1),
+ *   EVEXEC_EFORKED (one of them was made before fork(); as every other call
+ *   on such a future). Any thread.
+ */
+EVEXEC_EXPORT int evexec_cfuture_wait_many(struct evexec_cfuture *const *cfs, size_t n,
+                                           unsigned return_when, long timeout_ms);
+
 /** Take one more reference. Any thread. */
 EVEXEC_EXPORT void evexec_cfuture_retain(struct evexec_cfuture *cf);
 /** Drop one reference; the last frees the future and any result nobody took.
