@@ -1447,7 +1447,7 @@ static void misuse_from_foreign_thread(enum misuse what)
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, misuse_main, &m), 0);
     pthread_join(t, NULL);
-    cr_fail("the misuse did not abort");
+    cr_assert_fail("the misuse did not abort");
 }
 
 Test(combine, sleep_from_a_foreign_thread_aborts, .signal = SIGABRT)
