@@ -40,3 +40,11 @@ tests_plain_stress_loop_SOURCES = tests/plain_stress_loop.c tests/testutil.h
 tests_plain_stress_loop_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_loop_LDADD = $(evexec_prog_libs)
 tests_plain_stress_loop_LDFLAGS = $(evexec_prog_link_flags)
+
+# The combinators against timeouts, cancels and evexec_loop_free: every build.
+check_PROGRAMS += tests/plain_stress_combine
+TESTS += tests/plain_stress_combine
+tests_plain_stress_combine_SOURCES = tests/plain_stress_combine.c tests/testutil.h
+tests_plain_stress_combine_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+tests_plain_stress_combine_LDADD = $(evexec_prog_libs)
+tests_plain_stress_combine_LDFLAGS = $(evexec_prog_link_flags)
