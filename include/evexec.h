@@ -134,7 +134,7 @@ struct evexec_pool_config {
     /** Run once by each worker as it exits (not if its thread_init failed). */
     void (*thread_exit)(void *ctx);
     void       *thread_ctx;       /**< passed to thread_init and thread_exit */
-    /* Fields below extend the contract of SPEC §3; zero still means default. */
+    /* Fields below go beyond the basic configuration; zero still means default. */
     /** How long an idle worker keeps polling the queue before it sleeps,
      *  in microseconds; 0 → EVEXEC_DEFAULT_SPIN_US. Spinning trades a little
      *  CPU for a much faster hand-off of the next task. */
