@@ -434,6 +434,61 @@ Test(loop, requeued_callback_lets_io_run_between_passes)
     free_loop();
 }
 
+/* ---- passes: a long batch is cut by time, so a due timer runs inside it -- */
+
+#define LONG_BATCH 64
+static int long_batch_order[LONG_BATCH];
+static int long_batch_ran;
+static int long_batch_ran_when_timer_ran = -1;
+
+static void busy_us(long us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
+}
+
+static void long_batch_cb(void *arg)
+{
+    long_batch_order[long_batch_ran++] = (int)(intptr_t)arg;
+    busy_us(50); /* 64 x 50 us: far past one pass's budget of about 200 us */
+}
+
+static void due_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    long_batch_ran_when_timer_ran = long_batch_ran;
+}
+
+Test(loop, long_batch_is_cut_by_time_so_a_due_timer_runs_in_between)
+{
+    make_loop();
+    static const struct timeval zero = {0, 0};
+    struct event *timer = evtimer_new(base, due_timer_cb, NULL);
+    cr_assert_eq(evtimer_add(timer, &zero), 0); /* due before the batch runs */
+    for (int i = 0; i < LONG_BATCH; i++)
+        cr_assert_eq(evexec_call_soon(loop, long_batch_cb, (void *)(intptr_t)i), 0);
+    dispatch();
+    cr_assert_eq(long_batch_ran, LONG_BATCH);
+    for (int i = 0; i < LONG_BATCH; i++)
+        cr_assert_eq(long_batch_order[i], i, "FIFO order broken at %d by the cut", i);
+    /* The timer may run before the batch's first pass or inside it, never
+     * after the whole batch: each callback busy-waits, so a pass reaches its
+     * budget within a few of them, whatever the machine's load. */
+    cr_assert_geq(long_batch_ran_when_timer_ran, 0, "the due timer never ran");
+    cr_assert_lt(long_batch_ran_when_timer_ran, LONG_BATCH,
+                 "the due timer waited for the whole batch of %d callbacks", LONG_BATCH);
+    struct evexec_loop_stats st;
+    cr_assert_eq(evexec_loop_get_stats(loop, &st), 0);
+    cr_assert_geq(st.passes_cut, 1, "no pass was cut");
+    event_free(timer);
+    free_loop();
+}
+
 static uint64_t drains_seen_by_first = UINT64_MAX, drains_seen_by_second = UINT64_MAX;
 
 static void second_of_pass_cb(void *arg)
