@@ -421,11 +421,6 @@ Test(chain, cancel_running_chained_future_requests_cancel_and_frees_late_result_
     free_loop();
 }
 
-Test(chain, cancel_requested_is_false_outside_work_functions)
-{
-    cr_assert(!evexec_cancel_requested());
-}
-
 Test(chain, in_flight_counts_undelivered_chains)
 {
     make_loop();

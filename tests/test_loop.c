@@ -714,27 +714,6 @@ Test(loop, free_discards_queued_callbacks_without_running_them)
     event_base_free(base);
 }
 
-static void free_loop_cb(void *arg)
-{
-    (void)arg;
-    nrecord++;
-    evexec_loop_free(loop);
-    loop = NULL;
-}
-
-Test(loop, free_from_a_callback_discards_the_rest_of_the_batch, .timeout = 30)
-{
-    make_loop();
-    nrecord = 0;
-    cr_assert_eq(evexec_call_soon(loop, free_loop_cb, NULL), 0);
-    cr_assert_eq(evexec_call_soon(loop, never_cb, NULL), 0);
-    cr_assert_eq(evexec_call_soon(loop, never_cb, NULL), 0);
-    /* No watchdog: it posts through the loop this test frees. */
-    event_base_dispatch(base);
-    cr_assert_eq(nrecord, 1, "a callback ran after evexec_loop_free returned");
-    event_base_free(base);
-}
-
 static int blocker_task(void *arg, void **result)
 {
     (void)arg;
@@ -830,22 +809,3 @@ Test(loop, free_with_completed_undelivered_work_frees_the_result_exactly_once)
     event_base_free(base);
 }
 
-Test(loop, free_never_blocks_on_running_default_pool_work, .timeout = 40)
-{
-    make_loop();
-    atomic_store(&results_freed, 0);
-    struct evexec_future *f = evexec_run_in_executor(loop, NULL, gated_task, NULL, free_counted);
-    cr_assert_not_null(f);
-    cr_assert(gate_wait_arrived(&gate, 1), "the task never started");
-    evexec_loop_free(loop); /* would deadlock here if it waited for the task */
-    loop = NULL;
-    cr_assert_eq(atomic_load(&results_freed), 0);
-    gate_open(&gate);
-    /* The worker disposes of the late result as the task ends. */
-    for (int i = 0; i < HANG_BOUND_MS / 10 && atomic_load(&results_freed) == 0; i++)
-        usleep(10 * 1000);
-    cr_assert_eq(atomic_load(&results_freed), 1);
-    evexec_future_release(f);
-    cr_assert_eq(atomic_load(&results_freed), 1);
-    event_base_free(base);
-}
