@@ -29,15 +29,6 @@
 
 #include <event2/event.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #include "evexec.h"
 
 #define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */

@@ -38,15 +38,6 @@
 
 #include "evexec.h"
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 TestSuite(teardown, .timeout = 120, .fini = fail_on_leaks);
 
 /* ---- helpers (sleep_ms, HANG_BOUND_MS and the gate: testutil.h) -------- */
