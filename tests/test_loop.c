@@ -1,7 +1,7 @@
 /*
  * test_loop.c -- the loop bridge (evexec_loop): one bridge per event_base,
  * call_soon / call_soon_threadsafe ordering and wakeup coalescing, passes
- * that never starve I/O, liveness of event_base_dispatch (SPEC §4a), and
+ * that never starve I/O, liveness of event_base_dispatch (evexec_loop_new(3)), and
  * teardown with work still queued or in flight.
  *
  * Every dispatch is bounded by a watchdog thread that, after 20 s, posts a

@@ -265,7 +265,7 @@ static int work_nothing(void *arg, void **result)
     return 0;
 }
 
-/* Regression (BUG 1 of notes/reliability.md, fixed in 5203488/10b7559): a
+/* Regression (a bug fixed in commits 5203488 and 10b7559): a
  * worker still inside its post while the loop already delivered the
  * completion, the program released the future and freed the loop. Two
  * workers completing together make the window wide; ASan sees the rest. */
