@@ -134,7 +134,7 @@ struct evexec_pool_config {
     /** Run once by each worker as it exits (not if its thread_init failed). */
     void (*thread_exit)(void *ctx);
     void       *thread_ctx;       /**< passed to thread_init and thread_exit */
-    /* Fields below extend the contract of SPEC §3; zero still means default. */
+    /* Fields below go beyond the basic configuration; zero still means default. */
     /** How long an idle worker keeps polling the queue before it sleeps,
      *  in microseconds; 0 → EVEXEC_DEFAULT_SPIN_US. Spinning trades a little
      *  CPU for a much faster hand-off of the next task. */
@@ -414,6 +414,10 @@ struct evexec_loop_stats {
      *  (it was closed or broken behind the library's back); debug builds
      *  abort instead. The callbacks stay queued and run with the next wakeup. */
     uint64_t wakeup_errors;
+    /** Passes stopped at their time budget (about 200 us of callbacks), the
+     *  rest of their callbacks left for the next pass so that libevent polls
+     *  and runs its due timers in between. */
+    uint64_t passes_cut;
     uint64_t reserved[8];     /**< room to grow without an ABI break; zero */
 };
 

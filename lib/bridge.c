@@ -1,6 +1,7 @@
 /*
  * bridge.c -- what ties a loop to pools beyond one task: the loop's default
- * pool, and the order of evexec_loop_free's teardown.
+ * pool (and so evexec_run_in_executor, which may use it), and the order of
+ * evexec_loop_free's teardown.
  *
  * Teardown order matters because of the threads that may finish work at any
  * moment. Every pending future is cancelled first, while the loop is still
@@ -69,6 +70,30 @@ int evexec_loop_set_default_pool(struct evexec_loop *loop, struct evexec_pool *p
     loop->default_pool = pool;
     loop->default_pool_owned = false;
     return 0;
+}
+
+struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
+                                             struct evexec_pool *pool, evexec_work_fn fn,
+                                             void *arg, evexec_free_fn free_result)
+{
+    return evexec_run_in_executor_ex(loop, pool, fn, arg, free_result, NULL);
+}
+
+struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
+                                                struct evexec_pool *pool, evexec_work_fn fn,
+                                                void *arg, evexec_free_fn free_result,
+                                                evexec_free_fn free_arg)
+{
+    int err = evexec__loop_check(loop, "evexec_run_in_executor");
+    if (!err && !fn)
+        err = EINVAL;
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    if (!pool && !(pool = evexec_loop_default_pool(loop)))
+        return NULL;
+    return evexec__chain_run(loop, pool, fn, arg, free_result, free_arg);
 }
 
 /* ---- evexec_loop_shutdown_default_pool ---------------------------------- */

@@ -204,29 +204,12 @@ static void wrapped_done(struct evexec_cfuture *cf, void *arg)
     evexec__loop_post(b->f.loop, &b->deliver);
 }
 
-/* ---- public API --------------------------------------------------------- */
+/* ---- entry points --------------------------------------------------------- */
 
-struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
-                                             struct evexec_pool *pool, evexec_work_fn fn,
-                                             void *arg, evexec_free_fn free_result)
+struct evexec_future *evexec__chain_run(struct evexec_loop *loop, struct evexec_pool *pool,
+                                        evexec_work_fn fn, void *arg,
+                                        evexec_free_fn free_result, evexec_free_fn free_arg)
 {
-    return evexec_run_in_executor_ex(loop, pool, fn, arg, free_result, NULL);
-}
-
-struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
-                                                struct evexec_pool *pool, evexec_work_fn fn,
-                                                void *arg, evexec_free_fn free_result,
-                                                evexec_free_fn free_arg)
-{
-    int err = evexec__loop_check(loop, "evexec_run_in_executor");
-    if (!err && !fn)
-        err = EINVAL;
-    if (err) {
-        errno = err;
-        return NULL;
-    }
-    if (!pool && !(pool = evexec_loop_default_pool(loop)))
-        return NULL;
     struct rie_block *b = loop->spare_blocks;
     if (b) {
         loop->spare_blocks = *(void **)b;
@@ -239,7 +222,7 @@ struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
     b->cf.free_arg = free_arg;
     evexec__future_init(&b->f, loop, 2, &rie_ops, NULL); /* caller + delivery */
     b->deliver.run = rie_deliver;
-    err = evexec__pool_submit_cf(pool, &b->cf);
+    int err = evexec__pool_submit_cf(pool, &b->cf);
     if (err) {
         evexec__list_remove(&b->f.pending_node);
         evexec__loop_release(loop);

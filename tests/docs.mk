@@ -8,6 +8,7 @@
 #                                 evexec_run_in_executor(3) and the example of
 #                                 README.md, extracted from the documents and
 #                                 built with -Wall -Wextra -Werror
+#   tests/check-layering.sh       lib/ depends one way only (see the script)
 #   tests/header_c99              evexec.h under -std=c99 -pedantic -Werror,
 #                                 version macros = evexec_version()
 #   tests/header_cxx              evexec.h from C++ (-Wall -Wextra -Werror)
@@ -77,6 +78,12 @@ tests/man-examples/readme.c: $(srcdir)/README.md $(srcdir)/tests/man-examples/ex
 
 CLEANFILES += tests/man-examples/evexec_7.c tests/man-examples/evexec_run_in_executor_3.c \
 	tests/man-examples/readme.c
+
+# The layering of lib/: each object's undefined symbols against the allowed
+# direction, and an executor-only program linked without libevent.
+TESTS += tests/check-layering.sh
+dist_check_SCRIPTS += tests/check-layering.sh
+AM_TESTS_ENVIRONMENT += CC='$(CC)' NM='$(NM)' SAN_FLAGS='$(SAN_FLAGS)'; export CC NM SAN_FLAGS;
 
 # The composing pages: evexec_sleep(3), evexec_gather(3), evexec_cfuture_wait_many(3).
 check_PROGRAMS += tests/man-examples/evexec_sleep_3 tests/man-examples/evexec_gather_3 \
