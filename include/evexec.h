@@ -64,15 +64,15 @@ struct event_base;
 /** @name Version */
 /**@{*/
 #define EVEXEC_VERSION_MAJOR 0
-#define EVEXEC_VERSION_MINOR 1
+#define EVEXEC_VERSION_MINOR 2
 #define EVEXEC_VERSION_PATCH 0
-#define EVEXEC_VERSION_STRING "0.1.0"
+#define EVEXEC_VERSION_STRING "0.2.0"
 /** (major << 16) | (minor << 8) | patch, for compile-time comparisons. */
 #define EVEXEC_VERSION_HEX \
     ((EVEXEC_VERSION_MAJOR << 16) | (EVEXEC_VERSION_MINOR << 8) | EVEXEC_VERSION_PATCH)
 
 /**
- * The version of the library the program runs with ("0.1.0"), which may
+ * The version of the library the program runs with ("0.2.0"), which may
  * differ from EVEXEC_VERSION_STRING, the one it was compiled against.
  * @return a static string. Any thread.
  */
