@@ -470,7 +470,9 @@ EVEXEC_EXPORT int evexec_future_request_cancel(struct evexec_future *f);
  * loop.shutdown_default_executor(timeout)): queued work still runs, later
  * evexec_run_in_executor() calls with a NULL pool fail with ESHUTDOWN. A
  * pool the loop made is freed once its threads exit; a pool given with
- * evexec_loop_set_default_pool() is shut down but stays the caller's.
+ * evexec_loop_set_default_pool() is shut down but stays the caller's, who
+ * may free it once the future is done (whatever its outcome): the library
+ * no longer touches it then.
  * @param timeout_ms -1: no limit; >= 0: the future fails with ETIMEDOUT if
  *   the threads have not all exited by then (they go on exiting).
  * @return a future (one reference for the caller) that finishes (result
