@@ -62,6 +62,9 @@ int evexec_loop_set_default_pool(struct evexec_loop *loop, struct evexec_pool *p
         return err;
     if (!pool)
         return EINVAL;
+    struct evexec_pool_stats st;
+    if (evexec_pool_get_stats(pool, &st) == EVEXEC_EFORKED)
+        return EVEXEC_EFORKED; /* its threads are the parent's: nothing would run */
     if (loop->default_pool_shut)
         return ESHUTDOWN;
     if (loop->default_pool && loop->default_pool_owned)
