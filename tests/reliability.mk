@@ -33,7 +33,7 @@ tests_test_fork_LDFLAGS = $(reliability_criterion_ldflags)
 if EVEXEC_DEBUG
 TESTS += tests/test_debug
 check_PROGRAMS += tests/test_debug
-tests_test_debug_SOURCES = tests/test_debug.c
+tests_test_debug_SOURCES = tests/test_debug.c tests/testutil.h
 tests_test_debug_CFLAGS = $(test_cflags)
 tests_test_debug_LDADD = $(test_libs)
 tests_test_debug_LDFLAGS = $(reliability_criterion_ldflags)

@@ -131,7 +131,6 @@ static void open_gate(void)
     pthread_mutex_unlock(&sh->lock);
 }
 
-static void soon_noop(void *arg) { (void)arg; }
 
 /* ---- the child ---------------------------------------------------------- */
 
