@@ -237,7 +237,8 @@ EVEXEC_EXPORT int evexec_pool_get_stats(struct evexec_pool *pool,
 /** Done callback of a concurrent future. */
 typedef void (*evexec_cfuture_cb)(struct evexec_cfuture *cf, void *arg);
 
-/** @return the state (EVEXEC_PENDING ...), or -1 if cf is NULL. Any thread. */
+/** @return the state (EVEXEC_PENDING ...), or -1 with errno EINVAL (NULL) or
+ *  EVEXEC_EFORKED (made before fork()). Any thread. */
 EVEXEC_EXPORT int evexec_cfuture_state(struct evexec_cfuture *cf);
 
 /**
@@ -245,7 +246,8 @@ EVEXEC_EXPORT int evexec_cfuture_state(struct evexec_cfuture *cf);
  * callbacks run now, in this thread. A running task cannot be stopped, but
  * from now on evexec_cancel_requested() returns true inside it.
  * @return true if the future is cancelled after the call (it was pending or
- *   already cancelled), false if it is running or finished. Any thread.
+ *   already cancelled), false if it is running or finished, or with errno
+ *   EINVAL (NULL) or EVEXEC_EFORKED (made before fork()). Any thread.
  */
 EVEXEC_EXPORT bool evexec_cfuture_cancel(struct evexec_cfuture *cf);
 
@@ -253,7 +255,7 @@ EVEXEC_EXPORT bool evexec_cfuture_cancel(struct evexec_cfuture *cf);
  * Wait until the future is done (finished or cancelled).
  * @param timeout_ms -1 waits forever, 0 polls.
  * @return 0 when done, ETIMEDOUT, EINVAL (NULL, or timeout_ms < -1),
- *   EVEXEC_EFORKED (not done, and made before fork()). Any thread.
+ *   EVEXEC_EFORKED (made before fork(), done or not). Any thread.
  */
 EVEXEC_EXPORT int evexec_cfuture_wait(struct evexec_cfuture *cf, long timeout_ms);
 
@@ -277,7 +279,8 @@ EVEXEC_EXPORT int evexec_cfuture_take_result(struct evexec_cfuture *cf, long tim
  * Call cb(cf, arg) exactly once when the future is done: in the thread that
  * completes it (a worker, or the thread that cancels it), or at once, in this
  * thread, if it is done already. Callbacks run in registration order.
- * @return 0, EINVAL, ENOMEM. Any thread.
+ * @return 0, EINVAL, ENOMEM, EVEXEC_EFORKED (made before fork(): nothing
+ *   would call back). Any thread.
  */
 EVEXEC_EXPORT int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf,
                                                    evexec_cfuture_cb cb, void *arg);
@@ -308,13 +311,13 @@ EVEXEC_EXPORT int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf,
 EVEXEC_EXPORT int evexec_cfuture_wait_many(struct evexec_cfuture *const *cfs, size_t n,
                                            unsigned return_when, long timeout_ms);
 
-/** Take one more reference. Any thread. */
+/** Take one more reference. Any thread. Made before fork(): no-op. */
 EVEXEC_EXPORT void evexec_cfuture_retain(struct evexec_cfuture *cf);
 /** Drop one reference; the last frees the future and any result nobody took.
  *  The worker that ran the task holds a reference of its own until it has
  *  run the done callbacks, so the last release may be that worker's, a
- *  moment after a wait returned. Releasing does not cancel. NULL is a no-op.
- *  Any thread. */
+ *  moment after a wait returned. Releasing does not cancel. NULL, or a
+ *  future made before fork() (leaked in the child), is a no-op. Any thread. */
 EVEXEC_EXPORT void evexec_cfuture_release(struct evexec_cfuture *cf);
 
 /**
@@ -439,7 +442,8 @@ EVEXEC_EXPORT struct evexec_pool *evexec_loop_default_pool(struct evexec_loop *l
  * @return 0, EINVAL (NULL loop or pool), EBUSY (the loop already made its
  *   own default pool: set it before the first evexec_run_in_executor() with
  *   a NULL pool), ESHUTDOWN (after evexec_loop_shutdown_default_pool()),
- *   EVEXEC_ECLOSED, EVEXEC_EFORKED. Loop thread.
+ *   EVEXEC_ECLOSED, EVEXEC_EFORKED (loop or pool made before fork()).
+ *   Loop thread.
  */
 EVEXEC_EXPORT int evexec_loop_set_default_pool(struct evexec_loop *loop,
                                                struct evexec_pool *pool);
@@ -480,7 +484,7 @@ EVEXEC_EXPORT int evexec_future_set_error(struct evexec_future *f, int err);
  * Cancel: a pending future becomes cancelled and its done callbacks are
  * scheduled; a chained one also cancels its concurrent future.
  * @return true if the future is cancelled after the call; false if it is
- *   finished, or NULL.
+ *   finished, or with errno EINVAL (NULL) or EVEXEC_EFORKED.
  */
 EVEXEC_EXPORT bool evexec_future_cancel(struct evexec_future *f);
 /**
@@ -500,7 +504,9 @@ EVEXEC_EXPORT int evexec_future_request_cancel(struct evexec_future *f);
  * loop.shutdown_default_executor(timeout)): queued work still runs, later
  * evexec_run_in_executor() calls with a NULL pool fail with ESHUTDOWN. A
  * pool the loop made is freed once its threads exit; a pool given with
- * evexec_loop_set_default_pool() is shut down but stays the caller's.
+ * evexec_loop_set_default_pool() is shut down but stays the caller's, who
+ * may free it once the future is done (whatever its outcome): the library
+ * no longer touches it then.
  * @param timeout_ms -1: no limit; >= 0: the future fails with ETIMEDOUT if
  *   the threads have not all exited by then (they go on exiting).
  * @return a future (one reference for the caller) that finishes (result
@@ -520,7 +526,8 @@ EVEXEC_EXPORT bool evexec_future_cancelled(struct evexec_future *f);
 /**
  * Read the outcome without blocking.
  * @param result set to the result on success; the future keeps ownership.
- * @return 0, the error, ECANCELED, EINPROGRESS (not done), EVEXEC_ETAKEN, EINVAL.
+ * @return 0, the error, ECANCELED, EINPROGRESS (not done), EVEXEC_ETAKEN, EINVAL,
+ *   EVEXEC_EFORKED (made before fork(), done or not).
  */
 EVEXEC_EXPORT int evexec_future_result(struct evexec_future *f, void **result);
 /**

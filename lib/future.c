@@ -181,8 +181,11 @@ static bool cancel(struct evexec_future *f)
 
 bool evexec_future_cancel(struct evexec_future *f)
 {
-    if (check_future(f, "evexec_future_cancel"))
+    int err = check_future(f, "evexec_future_cancel");
+    if (err) {
+        errno = err; /* as evexec_future_done and evexec_cfuture_cancel */
         return false;
+    }
     return cancel(f);
 }
 

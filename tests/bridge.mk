@@ -6,7 +6,8 @@
 
 if HAVE_CRITERION
 if !EVEXEC_TSAN
-bridge_criterion_tests = tests/test_loop tests/test_future tests/test_chain tests/test_combine
+bridge_criterion_tests = tests/test_loop tests/test_future tests/test_chain \
+	tests/test_combine tests/test_default_pool
 check_PROGRAMS += $(bridge_criterion_tests)
 TESTS += $(bridge_criterion_tests)
 VALGRIND_SUITES += tests/test_loop
@@ -30,6 +31,11 @@ tests_test_combine_SOURCES = tests/test_combine.c tests/testutil.h
 tests_test_combine_CFLAGS = $(test_cflags)
 tests_test_combine_LDADD = $(test_libs)
 tests_test_combine_LDFLAGS = $(evexec_prog_link_flags)
+
+tests_test_default_pool_SOURCES = tests/test_default_pool.c tests/testutil.h
+tests_test_default_pool_CFLAGS = $(test_cflags)
+tests_test_default_pool_LDADD = $(test_libs)
+tests_test_default_pool_LDFLAGS = $(evexec_prog_link_flags)
 endif
 endif
 
