@@ -307,15 +307,21 @@ static int by_index(const void *a, const void *b)
 }
 
 /* Check fs and copy its distinct futures into c, in argument order, each
- * with a reference. 0, EINVAL or ENOMEM (then c holds nothing). */
+ * with a reference. 0, EINVAL, EVEXEC_EFORKED or ENOMEM (then c holds
+ * nothing). */
 static int take_children(struct comb *c, struct evexec_loop *loop,
                          struct evexec_future *const *fs, size_t n)
 {
     if (n > 0 && !fs)
         return EINVAL;
-    for (size_t i = 0; i < n; i++)
-        if (!fs[i] || fs[i]->loop != loop)
+    for (size_t i = 0; i < n; i++) {
+        if (!fs[i])
             return EINVAL;
+        if (evexec__forked(fs[i]->loop->fork_gen))
+            return EVEXEC_EFORKED; /* as every other call on it */
+        if (fs[i]->loop != loop)
+            return EINVAL;
+    }
     if (n == 0)
         return 0;
     struct slot *s = evexec__malloc(n * sizeof(*s));

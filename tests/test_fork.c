@@ -273,6 +273,10 @@ static void inherited_loop_answers_eforked(struct evexec_loop *loop, struct evex
     EXPECT_NULL_ERRNO(evexec_run_in_executor_ex(loop, child_pool, work_value, NULL, free_int,
                                                 child_free_arg), EVEXEC_EFORKED);
     EXPECT_NULL_ERRNO(evexec_wrap_cfuture(loop, child_cf), EVEXEC_EFORKED);
+    EXPECT_NULL_ERRNO(evexec_sleep(loop, 0), EVEXEC_EFORKED);
+    EXPECT_NULL_ERRNO(evexec_sleep(loop, 10), EVEXEC_EFORKED);
+    EXPECT_NULL_ERRNO(evexec_gather(loop, NULL, 0), EVEXEC_EFORKED);
+    EXPECT_NULL_ERRNO(evexec_wait(loop, NULL, 0, EVEXEC_ALL_COMPLETED, -1), EVEXEC_EFORKED);
     evexec_loop_free(loop); /* a no-op: leaked */
     EXPECT_RC(evexec_loop_get_stats(loop, &st), EVEXEC_EFORKED);
 }
@@ -294,6 +298,10 @@ static void inherited_future_answers_eforked(struct evexec_future *f)
     CHILD_CHECK(102, res == (void *)&res, "a result call on an inherited future wrote *result");
     EXPECT_RC(evexec_future_add_done_callback(f, child_f_cb, NULL), EVEXEC_EFORKED);
     EXPECT_NULL_ERRNO(evexec_future_loop(f), EVEXEC_EFORKED);
+    EXPECT_VALUE_ERRNO(evexec_future_remove_done_callback(f, child_f_cb, NULL), -1,
+                       EVEXEC_EFORKED);
+    EXPECT_NULL_ERRNO(evexec_wait_for(f, -1), EVEXEC_EFORKED);
+    EXPECT_NULL_ERRNO(evexec_wait_for(f, 10), EVEXEC_EFORKED);
     evexec_future_retain(f); /* no-ops */
     evexec_future_release(f);
     evexec_future_release(f);
@@ -322,6 +330,12 @@ static void child_inherited_objects_answer_eforked(struct inherited *in)
                                    in->chained_done };
     for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++)
         inherited_future_answers_eforked(fs[i]);
+    /* Combinators of a new loop over the parent's futures. */
+    size_t nfs = sizeof(fs) / sizeof(fs[0]);
+    EXPECT_NULL_ERRNO(evexec_gather(loop, fs, nfs), EVEXEC_EFORKED);
+    EXPECT_NULL_ERRNO(evexec_wait(loop, fs, nfs, EVEXEC_FIRST_COMPLETED, 10), EVEXEC_EFORKED);
+    EXPECT_RC(evexec_cfuture_wait_many(cfs, sizeof(cfs) / sizeof(cfs[0]), EVEXEC_ALL_COMPLETED, 0),
+              EVEXEC_EFORKED);
     CHILD_CHECK(14, !evexec_cancel_requested(), "cancel_requested outside a task");
 
     /* The child's own objects were not disturbed, and nothing the child
