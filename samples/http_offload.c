@@ -17,12 +17,20 @@
  *     evexec_pool_submit(), its input freed by a done callback of the
  *     concurrent future (run once the task is over), and the concurrent
  *     future wrapped for the loop with evexec_wrap_cfuture().
+ *   - A deadline for every pool-backed request (--deadline, 10 s by default),
+ *     with evexec_wait_for() (asyncio.wait_for): the job waits on a future
+ *     that has the work's outcome, or fails with ETIMEDOUT after cancelling
+ *     the work (a queued task never runs, a running one sees
+ *     evexec_cancel_requested()); the request is answered 504 Gateway
+ *     Timeout. The wait_for future borrows the work's result; the job holds
+ *     and releases both futures.
  *   - --inline serves the same routes on the loop thread, without the pool:
  *     run a few slow /hash requests and watch /ping stall, then compare.
  *   - A request whose client disconnects while its work runs: a watchdog
  *     notices (libevent 2.1 does not read the connection meanwhile) and frees
  *     the connection; its close callback cancels the work (a queued task
- *     never runs, a running one sees evexec_cancel_requested()) and forgets
+ *     never runs, a running one sees evexec_cancel_requested()) -- cancelling
+ *     the wait_for future cancels the work it waits on -- and forgets
  *     the request, which is never touched again. Whatever way a connection
  *     dies, the close callback is what keeps the job from touching a freed
  *     request; a job that still has its request answers it (which frees it).
@@ -36,6 +44,7 @@
  *   curl 'http://127.0.0.1:8080/ping'
  *   curl 'http://127.0.0.1:8080/hash?rounds=50000000'
  *   curl 'http://127.0.0.1:8080/file?name=README.md'
+ *   curl 'http://127.0.0.1:8080/hash?rounds=2000000000'   # 504 after 10 s
  *   kill -TERM %1
  *   --port 0 (the default) picks a free port; the first line printed says
  *   which: "http_offload: listening on http://127.0.0.1:PORT/ ...".
@@ -84,7 +93,8 @@ enum job_kind { JOB_HASH, JOB_FILE };
 struct job {
     struct server         *srv;
     struct evhttp_request *req;        /* NULL once the client went away */
-    struct evexec_future  *future;
+    struct evexec_future  *work;       /* the task's own future */
+    struct evexec_future  *in_time;    /* evexec_wait_for(work, deadline): answered from */
     enum job_kind          kind;
     uint64_t               rounds;     /* JOB_HASH */
     struct job            *prev, *next;
@@ -115,12 +125,14 @@ struct server {
     char                       *dir;        /* realpath of the served directory */
     size_t                      dir_len;
     unsigned                    grace_ms;
+    unsigned                    deadline_ms; /* per pool-backed request; 0: none */
     bool                        stopping;
     struct job                 *jobs;       /* in flight */
     unsigned                    in_flight;
     unsigned                    unsent;     /* replies not yet written out */
     /* counters for the summary */
-    unsigned long               n_ping, n_hash, n_file, n_bad, n_cancelled, n_gone;
+    unsigned long               n_ping, n_hash, n_file, n_bad, n_cancelled, n_gone,
+                                n_timed_out;
 };
 
 /* ---- work: shared by both modes ------------------------------------------ */
@@ -357,22 +369,32 @@ static void job_unlink(struct job *job)
 
 static void job_free(struct job *job)
 {
-    evexec_future_release(job->future);
+    /* in_time borrows work's result, which is freed with work. */
+    evexec_future_release(job->in_time);
+    evexec_future_release(job->work);
     free(job);
 }
 
-/* Done callback of a job's future: on the loop thread, finished or cancelled. */
+/* Done callback of a job's evexec_wait_for() future, on the loop thread: the
+ * work finished, failed, missed its deadline (wait_for cancelled it then) or
+ * was cancelled through this future. */
 static void on_job_done(struct evexec_future *f, void *arg)
 {
     struct job *job = arg;
     struct server *srv = job->srv;
     void *result = NULL;
+    /* Borrowed from job->work, as wait_for does: freed with it. */
     int err = evexec_future_result(f, &result);
 
     job_unlink(job);
     if (job->req == NULL) {
         /* The client went away; the close callback cancelled the work. */
         srv->n_gone++;
+    } else if (err == ETIMEDOUT) {
+        /* A queued task never runs; a running one sees evexec_cancel_requested(). */
+        srv->n_timed_out++;
+        reply_text(srv, job->req, 504, "Gateway Timeout",
+                   "deadline of %u ms passed: work cancelled\n", srv->deadline_ms);
     } else if (err == ECANCELED) {
         srv->n_cancelled++;
         reply_text(srv, job->req, 503, "Service Unavailable", "cancelled: server shutting down\n");
@@ -385,7 +407,7 @@ static void on_job_done(struct evexec_future *f, void *arg)
     } else {
         struct blob *b = NULL;
         if (err == 0)
-            evexec_future_take_result(f, (void **)&b);   /* the reply owns it now */
+            evexec_future_take_result(f, (void **)&b);   /* from both futures: the reply's now */
         reply_file(srv, job->req, err, b);
     }
     job_free(job);
@@ -402,7 +424,8 @@ static void on_connection_close(struct evhttp_connection *evcon, void *arg)
     if (job->req != NULL && evhttp_request_get_connection(job->req) == NULL)
         evhttp_request_free(job->req);
     job->req = NULL;
-    evexec_future_cancel(job->future);   /* its done callback frees the job */
+    /* Cancels the work too; the done callback frees the job. */
+    evexec_future_cancel(job->in_time);
 }
 
 /* libevent 2.1 does not read from a connection while its request is being
@@ -432,15 +455,25 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Track job, whose future was just made (NULL on failure, with errno). */
+/* Track job, whose work future was just made (NULL on failure, with errno),
+ * and give it the server's deadline. */
 static void start_job(struct server *srv, struct evhttp_request *req, struct job *job)
 {
     job->srv = srv;
     job->req = req;
-    if (job->future == NULL ||
-        evexec_future_add_done_callback(job->future, on_job_done, job) != 0) {
-        int err = job->future == NULL ? errno : ENOMEM;
-        evexec_future_cancel(job->future);
+    int err = job->work == NULL ? errno : 0;
+    if (err == 0) {
+        /* The work's outcome, or ETIMEDOUT once the deadline passed first;
+         * cancelling in_time (client gone, shutdown) cancels the work. */
+        job->in_time = evexec_wait_for(job->work, srv->deadline_ms ? (long)srv->deadline_ms : -1);
+        if (job->in_time == NULL)
+            err = errno;
+        else if (evexec_future_add_done_callback(job->in_time, on_job_done, job) != 0)
+            err = ENOMEM;
+    }
+    if (err != 0) {
+        evexec_future_cancel(job->in_time);
+        evexec_future_cancel(job->work);
         job_free(job);
         reply_text(srv, req, 503, "Service Unavailable", "cannot queue: %s\n",
                    evexec_strerror(err));
@@ -528,7 +561,7 @@ static void on_hash(struct evhttp_request *req, void *arg)
     job->kind = JOB_HASH;
     job->rounds = rounds;
     /* The simple form: run_in_executor, input by value, result freed by free(). */
-    job->future = evexec_run_in_executor(srv->loop, srv->pool, work_hash,
+    job->work = evexec_run_in_executor(srv->loop, srv->pool, work_hash,
                                          (void *)(uintptr_t)rounds, free);
     start_job(srv, req, job);
 }
@@ -598,9 +631,9 @@ static void on_file(struct evhttp_request *req, void *arg)
         errno = ENOMEM;
     }
     if (cf != NULL) {
-        job->future = evexec_wrap_cfuture(srv->loop, cf);
+        job->work = evexec_wrap_cfuture(srv->loop, cf);
         int saved = errno;
-        if (job->future == NULL)
+        if (job->work == NULL)
             evexec_cfuture_cancel(cf);      /* t is freed by its callback */
         evexec_cfuture_release(cf);         /* the loop future holds its own */
         errno = saved;
@@ -613,9 +646,10 @@ static void on_stats(struct evhttp_request *req, void *arg)
 {
     struct server *srv = arg;
     reply_text(srv, req, HTTP_OK, "OK",
-               "in_flight=%u ping=%lu hash=%lu file=%lu refused=%lu cancelled=%lu gone=%lu\n",
+               "in_flight=%u ping=%lu hash=%lu file=%lu refused=%lu cancelled=%lu gone=%lu "
+               "timed_out=%lu\n",
                srv->in_flight, srv->n_ping, srv->n_hash, srv->n_file, srv->n_bad,
-               srv->n_cancelled, srv->n_gone);
+               srv->n_cancelled, srv->n_gone, srv->n_timed_out);
 }
 
 static void on_other(struct evhttp_request *req, void *arg)
@@ -630,7 +664,7 @@ static void cancel_all_jobs(struct server *srv)
 {
     /* Cancelling only schedules the done callbacks, so the list stays intact. */
     for (struct job *job = srv->jobs; job != NULL; job = job->next)
-        evexec_future_cancel(job->future);
+        evexec_future_cancel(job->in_time);   /* and so its work */
 }
 
 static void on_grace_over(evutil_socket_t fd, short what, void *arg)
@@ -683,6 +717,7 @@ static void usage(FILE *out, const char *argv0)
 {
     fprintf(out,
         "Usage: %s [--port N] [--dir DIR] [--workers N] [--inline] [--grace MS]\n"
+        "       [--deadline MS]\n"
         "An HTTP server on 127.0.0.1 whose slow routes run on a thread pool.\n"
         "\n"
         "  -p, --port N      port to listen on; 0 picks a free one (default 0)\n"
@@ -691,6 +726,9 @@ static void usage(FILE *out, const char *argv0)
         "  -i, --inline      no pool: compute on the loop thread (for comparison)\n"
         "  -g, --grace MS    on SIGINT/SIGTERM, time left to requests in flight\n"
         "                    before they are cancelled (default 5000)\n"
+        "  -t, --deadline MS the most a pool-backed request may take: past it the\n"
+        "                    answer is 504 and its work is cancelled; 0: no\n"
+        "                    deadline (default 10000; not with --inline)\n"
         "  -h, --help        this text\n"
         "\n"
         "Routes: /ping, /hash?rounds=N, /file?name=PATH, /stats (counters)\n"
@@ -717,16 +755,18 @@ int main(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"inline", no_argument, NULL, 'i'},
         {"grace", required_argument, NULL, 'g'},
+        {"deadline", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned long port = 0, workers = cpus > 0 ? (unsigned long)cpus : 2, grace = 5000;
+    unsigned long port = 0, workers = cpus > 0 ? (unsigned long)cpus : 2, grace = 5000,
+                  deadline = 10000;
     const char *dir = ".";
     bool inline_mode = false;
     int opt, status = 1;
 
-    while ((opt = getopt_long(argc, argv, "p:d:w:ig:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "p:d:w:ig:t:h", options, NULL)) != -1) {
         switch (opt) {
         case 'p':
             if (!parse_uint(optarg, 65535, &port)) {
@@ -752,6 +792,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 't':
+            if (!parse_uint(optarg, 3600000, &deadline)) {
+                fprintf(stderr, "http_offload: --deadline wants milliseconds\n");
+                return 2;
+            }
+            break;
         case 'h':
             usage(stdout, argv[0]);
             return 0;
@@ -768,7 +814,7 @@ int main(int argc, char **argv)
     /* A client that hangs up before its reply is written must not kill us. */
     signal(SIGPIPE, SIG_IGN);
 
-    struct server srv = {.grace_ms = (unsigned)grace};
+    struct server srv = {.grace_ms = (unsigned)grace, .deadline_ms = (unsigned)deadline};
     srv.dir = realpath(dir, NULL);
     if (srv.dir == NULL) {
         fprintf(stderr, "http_offload: %s: %s\n", dir, strerror(errno));
@@ -823,15 +869,20 @@ int main(int argc, char **argv)
         port = ntohs(bound.sin_port);
     printf("http_offload: listening on http://127.0.0.1:%lu/ (%s, serving %s)\n", port,
            inline_mode ? "inline: no pool" : "offload", srv.dir_len ? srv.dir : "/");
-    if (!inline_mode)
-        printf("http_offload: pool of %lu workers\n", workers);
+    if (!inline_mode && deadline > 0)
+        printf("http_offload: pool of %lu workers, deadline %lu ms per request\n", workers,
+               deadline);
+    else if (!inline_mode)
+        printf("http_offload: pool of %lu workers, no deadline\n", workers);
     fflush(stdout);
 
     event_base_dispatch(srv.base);
     status = 0;
     printf("http_offload: served %lu ping, %lu hash, %lu file; %lu refused (400), "
-           "%lu cancelled, %lu clients gone before their answer\n",
-           srv.n_ping, srv.n_hash, srv.n_file, srv.n_bad, srv.n_cancelled, srv.n_gone);
+           "%lu past their deadline (504), %lu cancelled, %lu clients gone before their "
+           "answer\n",
+           srv.n_ping, srv.n_hash, srv.n_file, srv.n_bad, srv.n_timed_out, srv.n_cancelled,
+           srv.n_gone);
 
 out:
     /* No job is in flight here unless the hard stop fired; those are cancelled

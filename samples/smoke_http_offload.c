@@ -17,7 +17,10 @@
  *   - offload only: a client that disconnects while its /hash runs is noticed
  *     and its work cancelled (polled through /stats, no sleeps); SIGTERM with
  *     two requests in flight answers both (200 or, past the grace period,
- *     503) and the server exits 0.
+ *     503) and the server exits 0;
+ *   - with --deadline 1000: a /hash that would take seconds is answered 504
+ *     and counted as timed out, and the server goes on serving /ping and a
+ *     short /hash.
  *
  * Usage: smoke_http_offload [--server PATH] [--dir DIR]
  * Defaults come from the environment `make check` sets: $top_builddir and
@@ -49,6 +52,8 @@
 #define LOAD_REQUESTS    6
 #define LOAD_ROUNDS      "5000000"    /* a few tens of ms per request */
 #define HUGE_ROUNDS      "2000000000" /* seconds: only ever cancelled */
+#define SMALL_ROUNDS     "1000"       /* microseconds */
+#define DEADLINE_MS      "1000"       /* far above SMALL_ROUNDS, far below HUGE_ROUNDS */
 #define MAX_PINGS        1024
 #define STEP_TIMEOUT_S   60           /* hang guard of each step */
 
@@ -100,7 +105,9 @@ static bool server_read(struct server *s, int timeout_ms)
     return true;
 }
 
-static bool server_start(struct server *s, const char *path, const char *dir, bool inline_mode)
+/* Start path with the common options and then extra (NULL-terminated). */
+static bool server_start(struct server *s, const char *path, const char *dir,
+                         const char *const *extra)
 {
     int fds[2];
     memset(s, 0, sizeof *s);
@@ -114,14 +121,17 @@ static bool server_start(struct server *s, const char *path, const char *dir, bo
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
+        const char *common[] = {path, "--port", "0", "--workers", "2", "--grace", "1000",
+                                "--dir", dir};
+        enum { N_COMMON = sizeof common / sizeof common[0], MAX_EXTRA = 16 };
         /* execv() wants writable strings: copy them. */
-        char a0[4096], a_port[] = "--port", zero[] = "0", a_workers[] = "--workers",
-             two[] = "2", a_grace[] = "--grace", grace[] = "1000", a_dir[] = "--dir",
-             a_dir_v[4096], a_inline[] = "--inline";
-        snprintf(a0, sizeof a0, "%s", path);
-        snprintf(a_dir_v, sizeof a_dir_v, "%s", dir);
-        char *args[] = {a0, a_port, zero, a_workers, two, a_grace, grace, a_dir, a_dir_v,
-                        inline_mode ? a_inline : NULL, NULL};
+        char *args[N_COMMON + MAX_EXTRA + 1];
+        size_t n = 0;
+        for (size_t i = 0; i < N_COMMON; i++)
+            args[n++] = strdup(common[i]);
+        for (size_t i = 0; extra != NULL && extra[i] != NULL && i < MAX_EXTRA; i++)
+            args[n++] = strdup(extra[i]);
+        args[n] = NULL;
         execv(path, args);
         fprintf(stderr, "smoke_http_offload: cannot run %s: %s\n", path, strerror(errno));
         _exit(127);
@@ -478,6 +488,46 @@ static void check_shutdown(struct client *cl, struct server *srv)
     cl->outstanding = 0;
 }
 
+/* A server with a short --deadline: a /hash that misses it is answered 504,
+ * its work cancelled, and the server goes on serving. */
+static void run_deadline(const char *server_path, const char *dir)
+{
+    static const char *const args[] = {"--deadline", DEADLINE_MS, NULL};
+    struct server srv;
+    struct client cl = {0};
+    char body[256];
+
+    bool started = server_start(&srv, server_path, dir, args);
+    tap(started, "deadline: server started with --deadline " DEADLINE_MS ", port %d", srv.port);
+    if (!started) {
+        if (srv.pid > 0)
+            server_stop(&srv, SIGKILL);
+        return;
+    }
+    cl.base = event_base_new();
+    cl.port = srv.port;
+
+    int code = get(&cl, "/hash?rounds=" HUGE_ROUNDS, body, sizeof body);
+    tap(code == 504 && strstr(body, "deadline") != NULL,
+        "deadline: a /hash longer than the deadline is answered 504 (HTTP %d)", code);
+    long timed_out = stat_of(&cl, "timed_out"), in_flight = stat_of(&cl, "in_flight");
+    tap(timed_out == 1 && in_flight == 0,
+        "deadline: the request is counted as timed out and no longer in flight "
+        "(timed_out=%ld in_flight=%ld)", timed_out, in_flight);
+    code = get(&cl, "/ping", body, sizeof body);
+    tap(code == 200, "deadline: /ping still answers afterwards (HTTP %d)", code);
+    code = get(&cl, "/hash?rounds=" SMALL_ROUNDS, body, sizeof body);
+    tap(code == 200 && strncmp(body, "rounds=" SMALL_ROUNDS " ", strlen("rounds=" SMALL_ROUNDS " ")) == 0,
+        "deadline: a short /hash within the deadline is answered 200 (HTTP %d)", code);
+
+    int status = server_stop(&srv, SIGTERM);
+    tap(status == 0, "deadline: server exits 0 after SIGTERM (status %d)", status);
+    const char *summary = strstr(srv.output, "http_offload: served");
+    if (summary != NULL)
+        printf("# %.*s\n", (int)strcspn(summary, "\n"), summary);
+    event_base_free(cl.base);
+}
+
 static void run_mode(const char *server_path, const char *dir, bool inline_mode)
 {
     const char *mode = inline_mode ? "inline" : "offload";
@@ -485,7 +535,8 @@ static void run_mode(const char *server_path, const char *dir, bool inline_mode)
     struct client cl = {0};
     char body[256];
 
-    bool started = server_start(&srv, server_path, dir, inline_mode);
+    static const char *const inline_args[] = {"--inline", NULL};
+    bool started = server_start(&srv, server_path, dir, inline_mode ? inline_args : NULL);
     tap(started, "%s: server started, port %d", mode, srv.port);
     if (!started) {
         if (srv.pid > 0)
@@ -550,8 +601,9 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    printf("1..%d\n", 14 + 11);
+    printf("1..%d\n", 14 + 11 + 6);
     run_mode(server_path, dir, false);
     run_mode(server_path, dir, true);
+    run_deadline(server_path, dir);
     return tap_failed ? 1 : 0;
 }
