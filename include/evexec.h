@@ -35,8 +35,11 @@
  *     message naming the function when this rule is broken.
  *   - The library never calls libevent from a worker thread, so it works with
  *     or without evthread_use_pthreads().
- *   - Workers block every signal; the program's handlers and libevent's
- *     signal events keep running on the loop thread.
+ *   - Workers block the asynchronous signals, so the program's handlers and
+ *     libevent's signal events keep running on the loop thread; the
+ *     synchronous fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+ *     SIGSYS) stay unblocked, so a crash in a task reaches the program's
+ *     crash handler (or a sanitizer's report).
  *
  * See evexec(7) for the whole picture.
  */
@@ -144,6 +147,10 @@ struct evexec_pool_config {
     int         worker_nice;
     /** EVEXEC_POOL_* flags. */
     unsigned    flags;
+    /** Room for fields to come without an ABI break: must be zero
+     *  (evexec_pool_new() fails with EINVAL otherwise, so a program that
+     *  sets a field this version does not know learns it). */
+    uintptr_t   reserved[8];
 };
 
 /** Default of evexec_pool_config.spin_us. */
@@ -185,8 +192,9 @@ struct evexec_cfuture;
  *   with evexec_cfuture_release()), or NULL with errno EINVAL (NULL pool or
  *   fn), ESHUTDOWN (after evexec_pool_shutdown), EAGAIN (max_queued reached),
  *   EVEXEC_EBROKEN (a thread_init failed), EVEXEC_EFORKED, ENOMEM.
- * If no worker thread exists and none can be created, the future fails with
- * EAGAIN. Any thread.
+ * If no worker thread will look at the queue again and none can be created,
+ * the future fails with EAGAIN (counted in evexec_pool_stats.failed). Any
+ * thread.
  */
 EVEXEC_EXPORT struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool,
     evexec_work_fn fn, void *arg, evexec_free_fn free_result) EVEXEC_WARN_UNUSED;
@@ -208,15 +216,24 @@ EVEXEC_EXPORT int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
  */
 EVEXEC_EXPORT void evexec_pool_free(struct evexec_pool *pool);
 
-/** Counters of a pool, read with evexec_pool_get_stats(). */
+/**
+ * Counters of a pool, read with evexec_pool_get_stats(). Tasks are counted
+ * when they leave the queue, all under one lock, so every read balances:
+ * submitted == completed + cancelled + failed + queued + running.
+ */
 struct evexec_pool_stats {
     unsigned threads;        /**< worker threads alive now */
     unsigned idle;           /**< of which waiting for work */
-    size_t   queued;         /**< tasks queued, not yet taken by a worker */
+    size_t   queued;         /**< tasks queued, not yet taken by a worker
+                                  (a cancelled one stays until a worker drops it) */
     uint64_t submitted;      /**< tasks accepted since creation */
     uint64_t completed;      /**< tasks run to completion (success or error) */
     uint64_t cancelled;      /**< tasks cancelled before they ran */
     uint64_t threads_started;/**< worker threads created since creation */
+    uint64_t failed;         /**< tasks failed without running: EAGAIN (no
+                                  thread) or EVEXEC_EBROKEN (broken pool) */
+    unsigned running;        /**< tasks a worker runs now */
+    uint64_t reserved[8];    /**< room to grow without an ABI break; zero */
 };
 
 /** Fill *stats. @return 0, EINVAL, EVEXEC_EFORKED. Any thread. */

@@ -3,16 +3,27 @@
  *
  * One lock (pool->lock, a futex mutex from sync.c) guards the queue, the
  * worker lists and the counters. Workers are made lazily, one per submission
- * that finds nobody to take it, up to max_workers. A worker with nothing to
- * do first spins for a few tens of microseconds (a cross-CPU wakeup costs
- * more than that on a small VM) -- one worker at a time, and never when the
- * process may use only one CPU -- then parks on a wait word of its own in
- * the idle stack. A submitter claims the most recently parked worker and signals only that one, so the
- * workers at the bottom of the stack stay idle long enough to time out and
- * exit (above min_workers).
+ * that finds nobody to take it, up to max_workers threads alive. A worker
+ * with nothing to do first spins for a few tens of microseconds (a cross-CPU
+ * wakeup costs more than that on a small VM) -- one worker at a time, and
+ * never when the process may use only one CPU -- then parks on a wait word
+ * of its own in the idle stack. A submitter claims the most recently parked
+ * worker and signals only that one, so the workers at the bottom of the
+ * stack stay idle long enough to time out and exit (above min_workers).
+ *
+ * Who will take a queued task: a spinning worker, a worker coming back from
+ * a task ("returning": it counts itself before it publishes the outcome, so
+ * whoever that outcome wakes and submits again finds it counted), a claimed
+ * idle worker, or a new thread. A returning worker about to run done
+ * callbacks -- user code, which may block or wait for the pool -- stops
+ * counting itself and dispatches what it was counted for. A worker that
+ * decided to exit counts for nothing; when it leaves it dispatches what is
+ * still queued, so no task waits for a thread that is gone.
  *
  * Cancellation never touches the queue: a cancelled task stays queued until
  * a worker pops it, fails the PENDING -> RUNNING transition and drops it.
+ * Every task is counted as it leaves the queue, under the lock, so the
+ * statistics balance at every read.
  *
  * Lifetime: evexec_pool_free() joins every worker. An orphaned pool (the
  * loop's default pool at evexec_loop_free, or a pool freed by its own worker)
@@ -32,58 +43,70 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef HAVE_SYS_PRCTL_H
-#include <sys/prctl.h>
-#endif
-
 struct worker {
-    struct worker *idle_prev, *idle_next; /* idle stack (pool lock) */
-    struct worker *all_prev, *all_next;   /* live workers, or zombies */
+    struct evexec__list idle_node;        /* idle stack (pool lock) */
+    struct evexec__list node;             /* live workers by index, or zombies */
     struct evexec_pool *pool;
     pthread_t thread;
     _Atomic unsigned wake_word;           /* bumped to wake it */
-    unsigned index;
+    unsigned index;                       /* lowest free at spawn, in [0, max_workers) */
     bool claimed;                         /* a submitter woke it for work */
+    bool returning;                       /* counted in pool->nreturning */
 };
 
 struct evexec_pool {
     struct evexec__lock lock;
     struct evexec_cfuture *qhead, *qtail;
     size_t queued;
-    struct worker *idle_top;              /* most recently parked */
-    struct worker *live;                  /* every running worker */
-    struct worker *zombies;               /* exited, not yet joined */
-    unsigned nthreads;                    /* workers that mean to stay: the policy count */
-    unsigned nalive;                      /* threads not yet finished: the lifetime count */
+    struct evexec__list idle;             /* parked workers, most recent first */
+    struct evexec__list live;             /* every worker not yet gone, by index */
+    struct evexec__list zombies;          /* exited, not yet joined */
+    unsigned nthreads;                    /* workers that will look at the queue again */
+    unsigned nalive;                      /* threads not yet finished: at most max_workers */
     unsigned nidle, nspinning;
     /* Workers between the end of a task and taking the lock again: about to
      * look at the queue, so a submission need not wake or make another. */
     _Atomic unsigned nreturning;
-    _Atomic unsigned exit_word;           /* bumped when nalive reaches 0 */
+    unsigned njoining;                    /* shutdown(WAIT) callers joining zombies */
+    _Atomic unsigned exit_word;           /* bumped when nalive or njoining reaches 0 */
     bool stopping, broken, orphan;
-    uint64_t submitted, cancelled, threads_started;
+    uint64_t submitted, started, cancelled, failed, threads_started;
     /* Counted before the outcome is published, so a reader that saw every
      * future done sees them all counted. */
     _Atomic uint64_t completed;
-    unsigned next_index;
     unsigned fork_gen;
     /* Read by spinning workers without the lock. */
     _Alignas(EVEXEC__CACHELINE) _Atomic size_t queued_hint;
     _Alignas(EVEXEC__CACHELINE) struct evexec_pool_config cfg;
     uint64_t spin_ns;
-    unsigned spin_skip, spin_backoff;     /* pool lock: after a fruitless spin */
+    struct evexec__backoff spin;          /* pool lock: skips spins after fruitless ones */
     char name[16];
 };
 
-/* The pool whose worker this thread is, for EDEADLK. */
-static EVEXEC__TLS struct evexec_pool *current_pool;
+/* The worker this thread is, for EDEADLK. */
+static EVEXEC__TLS struct worker *current_worker;
 
+static bool on_own_worker(const struct evexec_pool *pool)
+{
+    return current_worker && current_worker->pool == pool;
+}
+
+/* min(32, CPUs + 4), counting the CPUs this process may use (affinity and
+ * cgroup quota): a container limited to 2 CPUs on a 64-CPU host gets 6. */
 static unsigned default_max_workers(void)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int cpus = evexec__cpus_allowed();
     if (cpus < 1)
         cpus = 1;
     return cpus + 4 < 32 ? (unsigned)cpus + 4 : 32;
+}
+
+static bool reserved_zero(const struct evexec_pool_config *c)
+{
+    for (size_t i = 0; i < sizeof(c->reserved) / sizeof(c->reserved[0]); i++)
+        if (c->reserved[i])
+            return false;
+    return true;
 }
 
 struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
@@ -100,7 +123,7 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
         c.spin_us = EVEXEC_DEFAULT_SPIN_US;
     if (!c.worker_nice)
         c.worker_nice = EVEXEC_DEFAULT_WORKER_NICE;
-    if (c.min_workers > c.max_workers ||
+    if (c.min_workers > c.max_workers || !reserved_zero(&c) ||
         (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY | EVEXEC_POOL_SCHED_IDLE))) {
         errno = EINVAL;
         return NULL;
@@ -109,9 +132,12 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
     if (!pool)
         return NULL;
     pool->cfg = c;
+    evexec__list_init(&pool->idle);
+    evexec__list_init(&pool->live);
+    evexec__list_init(&pool->zombies);
     if (!(c.flags & EVEXEC_POOL_NO_SPIN) && evexec__cpus_allowed() > 1)
         pool->spin_ns = (uint64_t)c.spin_us * 1000u;
-    /* A thread name has 15 characters; leave room for "-NN". */
+    /* A thread name has 15 characters; leave room for "-NNN". */
     snprintf(pool->name, 12, "%s", c.thread_name ? c.thread_name : "evexec");
     pool->cfg.thread_name = pool->name;
     pool->fork_gen = evexec__fork_gen();
@@ -120,7 +146,7 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
 
 static bool forked(const struct evexec_pool *pool)
 {
-    return pool->fork_gen != evexec__fork_gen();
+    return evexec__forked(pool->fork_gen);
 }
 
 /* ---- queue (pool lock held) --------------------------------------------- */
@@ -159,68 +185,102 @@ static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
     return list;
 }
 
-/* Outside the lock: fail (or cancel) every task of a detached list. */
+/* Empty the queue of tasks that cannot run (broken pool, no thread): each is
+ * started here, so nobody can cancel it any more, and counted as failed (or
+ * as cancelled if it was already); fail_list() then publishes the error
+ * outside the lock. */
+static struct evexec_cfuture *queue_take_to_fail(struct evexec_pool *pool)
+{
+    struct evexec_cfuture *list = queue_take_all(pool);
+    for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext) {
+        if (evexec__cfuture_start(cf))
+            pool->failed++;
+        else
+            pool->cancelled++;
+    }
+    return list;
+}
+
+/* Empty the queue for shutdown(CANCEL_PENDING); cancel_list() then cancels
+ * them outside the lock. */
+static struct evexec_cfuture *queue_take_to_cancel(struct evexec_pool *pool)
+{
+    struct evexec_cfuture *list = queue_take_all(pool);
+    for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext)
+        pool->cancelled++;
+    return list;
+}
+
+/* Outside the lock: publish err on the tasks queue_take_to_fail() started,
+ * drop the ones that were cancelled, and the queue's reference of each. */
 static void fail_list(struct evexec_cfuture *list, int err)
 {
     while (list) {
         struct evexec_cfuture *cf = list;
         list = cf->qnext;
-        if (err == ECANCELED)
-            evexec_cfuture_cancel(cf);
+        if (atomic_load(&cf->state) == EVEXEC_RUNNING)
+            evexec__cfuture_finish_release(cf, err, NULL, NULL, NULL);
         else
-            evexec__cfuture_fail(cf, err);
+            evexec_cfuture_release(cf);
+    }
+}
+
+static void cancel_list(struct evexec_cfuture *list)
+{
+    while (list) {
+        struct evexec_cfuture *cf = list;
+        list = cf->qnext;
+        evexec_cfuture_cancel(cf);
         evexec_cfuture_release(cf); /* the queue's reference */
     }
 }
 
-/* ---- idle stack and worker lists (pool lock held) ----------------------- */
+/* ---- worker lists (pool lock held) -------------------------------------- */
 
 static void idle_push(struct evexec_pool *pool, struct worker *w)
 {
-    w->idle_prev = NULL;
-    w->idle_next = pool->idle_top;
-    if (pool->idle_top)
-        pool->idle_top->idle_prev = w;
-    pool->idle_top = w;
+    evexec__list_push_front(&pool->idle, &w->idle_node);
     pool->nidle++;
 }
 
 static void idle_remove(struct evexec_pool *pool, struct worker *w)
 {
-    if (w->idle_prev)
-        w->idle_prev->idle_next = w->idle_next;
-    else
-        pool->idle_top = w->idle_next;
-    if (w->idle_next)
-        w->idle_next->idle_prev = w->idle_prev;
-    w->idle_prev = w->idle_next = NULL;
+    evexec__list_remove(&w->idle_node);
     pool->nidle--;
 }
 
-static void list_insert(struct worker **head, struct worker *w)
+/* Put w in the live list, which is kept sorted by index, at the lowest free
+ * index. Indices are at most nalive < max_workers, so they stay in range. */
+static void live_insert_lowest(struct evexec_pool *pool, struct worker *w)
 {
-    w->all_prev = NULL;
-    w->all_next = *head;
-    if (*head)
-        (*head)->all_prev = w;
-    *head = w;
+    unsigned index = 0;
+    struct evexec__list *at = pool->live.next;
+    for (; at != &pool->live; at = at->next, index++)
+        if (evexec__list_entry(at, struct worker, node)->index != index)
+            break;
+    w->index = index;
+    evexec__list_push_back(at, &w->node); /* before `at` */
 }
 
-static void list_remove(struct worker **head, struct worker *w)
+/* Detach a list of exited workers into *out (pool lock held). */
+static void take_zombies(struct evexec_pool *pool, struct evexec__list *out)
 {
-    if (w->all_prev)
-        w->all_prev->all_next = w->all_next;
-    else
-        *head = w->all_next;
-    if (w->all_next)
-        w->all_next->all_prev = w->all_prev;
+    evexec__list_init(out);
+    if (evexec__list_empty(&pool->zombies))
+        return;
+    out->next = pool->zombies.next;
+    out->prev = pool->zombies.prev;
+    out->next->prev = out;
+    out->prev->next = out;
+    evexec__list_init(&pool->zombies);
 }
 
-static void join_list(struct worker *list)
+static void join_list(struct evexec__list *list)
 {
-    while (list) {
-        struct worker *w = list;
-        list = w->all_next;
+    struct evexec__list *n;
+    while ((n = evexec__list_first(list))) {
+        struct worker *w = evexec__list_entry(n, struct worker, node);
+        evexec__list_remove(n);
         pthread_join(w->thread, NULL);
         evexec__free(w);
     }
@@ -229,6 +289,68 @@ static void join_list(struct worker *list)
 static void pool_destroy(struct evexec_pool *pool)
 {
     evexec__free(pool);
+}
+
+/* ---- dispatch (pool lock held) ------------------------------------------ */
+
+static void *worker_main(void *arg);
+
+/* The signals a worker must never block: a fault in a task must reach the
+ * program's crash handler, or kill the process with a report, as it would
+ * on any other thread. */
+static const int fault_signals[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
+
+/* Start one worker. Returns 0 or an error of pthread_create. */
+static int spawn_worker(struct evexec_pool *pool)
+{
+    struct worker *w = evexec__calloc(1, sizeof(*w));
+    if (!w)
+        return ENOMEM;
+    w->pool = pool;
+    evexec__list_init(&w->idle_node);
+    live_insert_lowest(pool, w);
+
+    /* Workers inherit a mask that blocks every asynchronous signal, so
+     * signals keep going to the loop thread. */
+    sigset_t mask, old;
+    sigfillset(&mask);
+    for (size_t i = 0; i < sizeof(fault_signals) / sizeof(fault_signals[0]); i++)
+        sigdelset(&mask, fault_signals[i]);
+    pthread_sigmask(SIG_SETMASK, &mask, &old);
+    int rc = evexec__thread_create(&w->thread, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        evexec__list_remove(&w->node);
+        evexec__free(w);
+        return rc;
+    }
+    pool->nthreads++;
+    pool->nalive++;
+    pool->threads_started++;
+    return 0;
+}
+
+/* Work is queued: make sure somebody will take it. Returns a list for
+ * fail_list(.., EAGAIN) if no worker will look at the queue again and no
+ * thread could be made. */
+static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
+{
+    if (pool->queued <= pool->nspinning +
+                           atomic_load_explicit(&pool->nreturning, memory_order_relaxed))
+        return NULL; /* a spinning or returning worker will take it */
+    struct evexec__list *top = evexec__list_first(&pool->idle);
+    if (top) {
+        struct worker *w = evexec__list_entry(top, struct worker, idle_node);
+        idle_remove(pool, w);
+        w->claimed = true;
+        evexec__word_wake(&w->wake_word, false);
+        return NULL;
+    }
+    if (pool->nalive >= pool->cfg.max_workers)
+        return NULL; /* the busy workers come back to it; a leaving one dispatches it */
+    if (spawn_worker(pool) == 0 || pool->nthreads > 0)
+        return NULL; /* the workers that stay will get to it */
+    return queue_take_to_fail(pool);
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -261,45 +383,88 @@ static void worker_setup(struct worker *w)
     }
 }
 
-/* Spin outside the lock until work may be there or spin_ns passed; true if
- * work came. */
+/* Run thread_init; false if it failed, which breaks the pool: what is
+ * queued fails with EVEXEC_EBROKEN, and so does every later submission. */
+static bool worker_init(struct worker *w)
+{
+    struct evexec_pool *pool = w->pool;
+    if (!pool->cfg.thread_init || pool->cfg.thread_init(pool->cfg.thread_ctx) == 0)
+        return true;
+    evexec__lock_acquire(&pool->lock);
+    pool->broken = true;
+    pool->nthreads--;
+    struct evexec_cfuture *list = queue_take_to_fail(pool);
+    evexec__lock_release(&pool->lock);
+    fail_list(list, EVEXEC_EBROKEN);
+    return false;
+}
+
+/* before_callbacks hook of a finished task: the worker is about to run done
+ * callbacks, which may take long or wait for this very pool, so it stops
+ * counting as returning, and what a submission left to it is dispatched
+ * now. */
+static void worker_runs_callbacks(void *ctx)
+{
+    struct worker *w = ctx;
+    struct evexec_pool *pool = w->pool;
+    evexec__lock_acquire(&pool->lock);
+    w->returning = false;
+    atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
+    struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
+    evexec__lock_release(&pool->lock);
+    fail_list(failed, EAGAIN);
+}
+
+/* Run one popped task. Lock held on entry and on return, not in between. */
+static void worker_run(struct worker *w, struct evexec_cfuture *cf)
+{
+    struct evexec_pool *pool = w->pool;
+    bool started = evexec__cfuture_start(cf);
+    if (started)
+        pool->started++;
+    else
+        pool->cancelled++;
+    evexec__lock_release(&pool->lock);
+    if (started) {
+        void *result = NULL;
+        int err = evexec__cfuture_execute(cf, &result);
+        /* Before the outcome is visible: whoever it wakes and submits again
+         * must find this worker counted as coming. */
+        w->returning = true;
+        atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool->completed, 1, memory_order_relaxed);
+        /* + the queue's reference */
+        evexec__cfuture_finish_release(cf, err, result, worker_runs_callbacks, w);
+    } else {
+        evexec_cfuture_release(cf); /* the queue's reference */
+    }
+    evexec__lock_acquire(&pool->lock);
+    if (w->returning) {
+        w->returning = false;
+        atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
+    }
+}
+
+static bool queue_nonempty(const void *ctx)
+{
+    const struct evexec_pool *pool = ctx;
+    return atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0;
+}
+
+/* Spin outside the lock for work to come, if worthwhile (one spinner is
+ * enough to catch the next task). Lock held on entry and return; true if
+ * work is queued. */
 static bool worker_spin(struct evexec_pool *pool)
 {
-    uint64_t start = evexec__now_ns();
-    for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0)
-            return true;
-        evexec__cpu_relax();
-        if ((i & 63) == 0 && evexec__now_ns() - start >= pool->spin_ns)
-            return false;
-    }
-}
-
-/* Whether an idle worker should spin now (lock held). A fruitless spin
- * makes the next ones wait a number of idle turns that doubles each time (up
- * to 1024), so work that comes slowly, or a machine too busy to run the
- * submitter, costs almost no CPU; work that comes fast is soon caught again. */
-static bool spin_worthwhile(struct evexec_pool *pool)
-{
-    if (!pool->spin_ns || pool->nspinning > 0)
-        return false; /* one spinner is enough to catch the next task */
-    if (pool->spin_skip > 0) {
-        pool->spin_skip--;
+    if (!pool->spin_ns || pool->nspinning > 0 || !evexec__backoff_ready(&pool->spin))
         return false;
-    }
-    return true;
-}
-
-static void spin_outcome(struct evexec_pool *pool, bool caught)
-{
-    if (caught) {
-        pool->spin_backoff = 0;
-        return;
-    }
-    pool->spin_backoff = pool->spin_backoff ? pool->spin_backoff * 2 : 1;
-    if (pool->spin_backoff > 1024)
-        pool->spin_backoff = 1024;
-    pool->spin_skip = pool->spin_backoff;
+    pool->nspinning++;
+    evexec__lock_release(&pool->lock);
+    bool caught = evexec__spin_until(queue_nonempty, pool, pool->spin_ns);
+    evexec__lock_acquire(&pool->lock);
+    pool->nspinning--;
+    evexec__backoff_outcome(&pool->spin, caught);
+    return pool->qhead != NULL;
 }
 
 /* Park until claimed, stopping, or idle timeout. Lock held. Returns false if
@@ -318,10 +483,9 @@ static bool worker_park(struct evexec_pool *pool, struct worker *w)
         int rc = evexec__word_wait(&w->wake_word, seen, timed ? &deadline : NULL);
         evexec__lock_acquire(&pool->lock);
         if (rc == ETIMEDOUT && !w->claimed && !pool->stopping) {
+            if (pool->qhead)
+                break; /* left to a returning worker meanwhile: take it */
             if (pool->nthreads > pool->cfg.min_workers) {
-                /* Count the decision now, not when the thread is gone:
-                 * workers timing out together must not all leave. */
-                pool->nthreads--;
                 idle_remove(pool, w);
                 return false;
             }
@@ -329,148 +493,83 @@ static bool worker_park(struct evexec_pool *pool, struct worker *w)
         }
     }
     if (!w->claimed)
-        idle_remove(pool, w); /* woken by shutdown, still on the stack */
+        idle_remove(pool, w); /* woken by shutdown or timeout, still on the stack */
     return true;
+}
+
+/* Take and run tasks until the pool stops or the worker idles out. The
+ * decision to leave and nthreads-- happen under one lock hold: workers
+ * timing out together must not all leave below min_workers. */
+static void worker_serve(struct worker *w)
+{
+    struct evexec_pool *pool = w->pool;
+    evexec__lock_acquire(&pool->lock);
+    for (;;) {
+        struct evexec_cfuture *cf = queue_pop(pool);
+        if (cf) {
+            worker_run(w, cf);
+            continue;
+        }
+        if (pool->stopping || pool->broken)
+            break;
+        if (worker_spin(pool))
+            continue;
+        if (!worker_park(pool, w))
+            break;
+    }
+    pool->nthreads--;
+    evexec__lock_release(&pool->lock);
+}
+
+/* The exit path: leave the live list, dispatch what is still queued (it was
+ * not this worker's to take), hand the thread to be joined, and, in an
+ * orphaned pool, free what is left. */
+static void worker_leave(struct worker *w)
+{
+    struct evexec_pool *pool = w->pool;
+    evexec__lock_acquire(&pool->lock);
+    evexec__list_remove(&w->node);
+    pool->nalive--;
+    struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
+    bool last = pool->nalive == 0;
+    bool orphan = pool->orphan;
+    struct evexec__list to_join;
+    evexec__list_init(&to_join);
+    if (!orphan) {
+        /* Join the workers that exited before us; the next exiting worker
+         * or the shutdown joins us. */
+        take_zombies(pool, &to_join);
+        evexec__list_push_back(&pool->zombies, &w->node);
+    }
+    if (last)
+        evexec__word_wake(&pool->exit_word, true);
+    evexec__lock_release(&pool->lock);
+    fail_list(failed, EAGAIN);
+    join_list(&to_join);
+    if (orphan) {
+        evexec__free(w);
+        if (last)
+            pool_destroy(pool);
+    }
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct evexec_pool *pool = w->pool;
-    current_pool = pool;
+    current_worker = w;
     worker_setup(w);
-
-    bool init_ok = true;
-    if (pool->cfg.thread_init && pool->cfg.thread_init(pool->cfg.thread_ctx) != 0) {
-        init_ok = false;
-        evexec__lock_acquire(&pool->lock);
-        pool->broken = true;
-        struct evexec_cfuture *list = queue_take_all(pool);
-        evexec__lock_release(&pool->lock);
-        fail_list(list, EVEXEC_EBROKEN);
+    if (worker_init(w)) {
+        worker_serve(w);
+        if (pool->cfg.thread_exit)
+            pool->cfg.thread_exit(pool->cfg.thread_ctx);
     }
-
-    bool idled_out = false;
-    evexec__lock_acquire(&pool->lock);
-    while (init_ok) {
-        struct evexec_cfuture *cf = queue_pop(pool);
-        if (cf) {
-            bool started = evexec__cfuture_start(cf);
-            if (!started)
-                pool->cancelled++;
-            evexec__lock_release(&pool->lock);
-            if (started) {
-                void *result = NULL;
-                int err = evexec__cfuture_execute(cf, &result);
-                /* Before the outcome is visible: whoever it wakes and
-                 * submits again must find this worker counted as coming. */
-                atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
-                atomic_fetch_add_explicit(&pool->completed, 1, memory_order_relaxed);
-                evexec__cfuture_finish_release(cf, err, result); /* + the queue's ref */
-            } else {
-                atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
-                evexec_cfuture_release(cf); /* the queue's reference */
-            }
-            evexec__lock_acquire(&pool->lock);
-            atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
-            continue;
-        }
-        if (pool->stopping || pool->broken)
-            break;
-        if (spin_worthwhile(pool)) {
-            pool->nspinning++;
-            evexec__lock_release(&pool->lock);
-            bool caught = worker_spin(pool);
-            evexec__lock_acquire(&pool->lock);
-            pool->nspinning--;
-            spin_outcome(pool, caught);
-            if (pool->qhead)
-                continue;
-        }
-        if (!worker_park(pool, w)) {
-            idled_out = true;
-            break;
-        }
-    }
-    if (!idled_out)
-        pool->nthreads--;
-    evexec__lock_release(&pool->lock);
-
-    if (init_ok && pool->cfg.thread_exit)
-        pool->cfg.thread_exit(pool->cfg.thread_ctx);
-
-    evexec__lock_acquire(&pool->lock);
-    list_remove(&pool->live, w);
-    bool last = --pool->nalive == 0;
-    struct worker *to_join = NULL;
-    bool orphan = pool->orphan;
-    if (!orphan) {
-        /* Join the workers that exited before us; the next exiting worker
-         * or the shutdown joins us. */
-        to_join = pool->zombies;
-        pool->zombies = NULL;
-        list_insert(&pool->zombies, w);
-    }
-    if (last)
-        evexec__word_wake(&pool->exit_word, true);
-    evexec__lock_release(&pool->lock);
-    join_list(to_join);
-    if (orphan) {
-        evexec__free(w);
-        if (last)
-            pool_destroy(pool);
-    }
+    current_worker = NULL;
+    worker_leave(w);
     return NULL;
 }
 
-/* Start one worker. Lock held. Returns 0 or an error of pthread_create. */
-static int spawn_worker(struct evexec_pool *pool)
-{
-    struct worker *w = evexec__calloc(1, sizeof(*w));
-    if (!w)
-        return ENOMEM;
-    w->pool = pool;
-    w->index = pool->next_index++;
-
-    /* Workers inherit a mask that blocks every signal, so signals keep going
-     * to the loop thread. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = evexec__thread_create(&w->thread, worker_main, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
-        evexec__free(w);
-        return rc;
-    }
-    list_insert(&pool->live, w);
-    pool->nthreads++;
-    pool->nalive++;
-    pool->threads_started++;
-    return 0;
-}
-
-/* A task was queued: make sure somebody will take it. Lock held. Returns a
- * list of tasks to fail with EAGAIN if no thread exists and none could be
- * made. */
-static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
-{
-    if (pool->queued <= pool->nspinning +
-                           atomic_load_explicit(&pool->nreturning, memory_order_relaxed))
-        return NULL; /* a spinning or returning worker will take it */
-    if (pool->idle_top) {
-        struct worker *w = pool->idle_top;
-        idle_remove(pool, w);
-        w->claimed = true;
-        evexec__word_wake(&w->wake_word, false);
-        return NULL;
-    }
-    if (pool->nthreads >= pool->cfg.max_workers)
-        return NULL;
-    if (spawn_worker(pool) == 0 || pool->nalive > 0)
-        return NULL; /* the workers we have will get to it */
-    return queue_take_all(pool);
-}
+/* ---- the public side ---------------------------------------------------- */
 
 int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
 {
@@ -520,21 +619,47 @@ struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool, evexec_work_
     return cf;
 }
 
-/* Stop accepting work and wake every parked worker. */
+/* Stop accepting work and wake every parked worker. Returns what
+ * CANCEL_PENDING took from the queue, for cancel_list(). */
 static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned flags)
 {
     struct evexec_cfuture *cancelled = NULL;
     evexec__lock_acquire(&pool->lock);
     pool->stopping = true;
-    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING) {
-        cancelled = queue_take_all(pool);
-        for (struct evexec_cfuture *cf = cancelled; cf; cf = cf->qnext)
-            pool->cancelled++;
-    }
-    for (struct worker *w = pool->idle_top; w; w = w->idle_next)
-        evexec__word_wake(&w->wake_word, false);
+    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
+        cancelled = queue_take_to_cancel(pool);
+    for (struct evexec__list *n = pool->idle.next; n != &pool->idle; n = n->next)
+        evexec__word_wake(&evexec__list_entry(n, struct worker, idle_node)->wake_word, false);
     evexec__lock_release(&pool->lock);
     return cancelled;
+}
+
+/* Until every worker has exited and been joined -- by this caller or by
+ * another one waiting too: the last of them returns only after the others'
+ * joins are done. */
+static void wait_all_joined(struct evexec_pool *pool)
+{
+    evexec__lock_acquire(&pool->lock);
+    for (;;) {
+        if (!evexec__list_empty(&pool->zombies)) {
+            struct evexec__list zombies;
+            take_zombies(pool, &zombies);
+            pool->njoining++;
+            evexec__lock_release(&pool->lock);
+            join_list(&zombies);
+            evexec__lock_acquire(&pool->lock);
+            if (--pool->njoining == 0)
+                evexec__word_wake(&pool->exit_word, true);
+            continue;
+        }
+        if (pool->nalive == 0 && pool->njoining == 0)
+            break;
+        unsigned seen = atomic_load_explicit(&pool->exit_word, memory_order_relaxed);
+        evexec__lock_release(&pool->lock);
+        evexec__word_wait(&pool->exit_word, seen, NULL);
+        evexec__lock_acquire(&pool->lock);
+    }
+    evexec__lock_release(&pool->lock);
 }
 
 int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
@@ -543,37 +668,26 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
         return EINVAL;
     if (forked(pool))
         return EVEXEC_EFORKED;
-    if ((flags & EVEXEC_SHUTDOWN_WAIT) && current_pool == pool)
+    if ((flags & EVEXEC_SHUTDOWN_WAIT) && on_own_worker(pool))
         return EDEADLK;
-    fail_list(begin_shutdown(pool, flags), ECANCELED);
-    if (flags & EVEXEC_SHUTDOWN_WAIT) {
-        evexec__lock_acquire(&pool->lock);
-        while (pool->nalive > 0) {
-            unsigned seen = atomic_load_explicit(&pool->exit_word, memory_order_relaxed);
-            evexec__lock_release(&pool->lock);
-            evexec__word_wait(&pool->exit_word, seen, NULL);
-            evexec__lock_acquire(&pool->lock);
-        }
-        struct worker *zombies = pool->zombies;
-        pool->zombies = NULL;
-        evexec__lock_release(&pool->lock);
-        join_list(zombies);
-    }
+    cancel_list(begin_shutdown(pool, flags));
+    if (flags & EVEXEC_SHUTDOWN_WAIT)
+        wait_all_joined(pool);
     return 0;
 }
 
 void evexec__pool_orphan(struct evexec_pool *pool)
 {
-    fail_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), ECANCELED);
+    cancel_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING));
     evexec__lock_acquire(&pool->lock);
     pool->orphan = true;
-    for (struct worker *w = pool->live; w; w = w->all_next)
-        pthread_detach(w->thread);
-    struct worker *zombies = pool->zombies;
-    pool->zombies = NULL;
+    for (struct evexec__list *n = pool->live.next; n != &pool->live; n = n->next)
+        pthread_detach(evexec__list_entry(n, struct worker, node)->thread);
+    struct evexec__list zombies;
+    take_zombies(pool, &zombies);
     bool none_left = pool->nalive == 0;
     evexec__lock_release(&pool->lock);
-    join_list(zombies); /* already exited: this does not wait for work */
+    join_list(&zombies); /* already exited: this does not wait for work */
     if (none_left)
         pool_destroy(pool);
 }
@@ -584,7 +698,7 @@ void evexec_pool_free(struct evexec_pool *pool)
         return;
     if (forked(pool))
         return; /* its threads do not exist here: leaked, as documented */
-    if (current_pool == pool) {
+    if (on_own_worker(pool)) {
         EVEXEC__ASSERT(false, "evexec_pool_free", "called from one of the pool's own workers");
         evexec__pool_orphan(pool);
         return;
@@ -599,13 +713,17 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
         return EINVAL;
     if (forked(pool))
         return EVEXEC_EFORKED;
+    memset(stats, 0, sizeof(*stats));
     evexec__lock_acquire(&pool->lock);
+    uint64_t completed = atomic_load_explicit(&pool->completed, memory_order_relaxed);
     stats->threads = pool->nalive;
     stats->idle = pool->nidle;
     stats->queued = pool->queued;
     stats->submitted = pool->submitted;
-    stats->completed = atomic_load_explicit(&pool->completed, memory_order_relaxed);
+    stats->completed = completed;
     stats->cancelled = pool->cancelled;
+    stats->failed = pool->failed;
+    stats->running = (unsigned)(pool->started - completed);
     stats->threads_started = pool->threads_started;
     evexec__lock_release(&pool->lock);
     return 0;

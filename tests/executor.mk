@@ -19,6 +19,16 @@ tests_test_cfuture_SOURCES = tests/test_cfuture.c tests/testutil.h
 tests_test_cfuture_CFLAGS = $(test_cflags)
 tests_test_cfuture_LDADD = $(test_libs)
 tests_test_cfuture_LDFLAGS = $(evexec_prog_link_flags)
+
+# test_pool_fault needs the thread-creation hook of a fault-injection build.
+if EVEXEC_FAULT_INJECTION
+check_PROGRAMS += tests/test_pool_fault
+TESTS += tests/test_pool_fault
+tests_test_pool_fault_SOURCES = tests/test_pool_fault.c tests/testutil.h
+tests_test_pool_fault_CFLAGS = $(test_cflags)
+tests_test_pool_fault_LDADD = $(test_libs)
+tests_test_pool_fault_LDFLAGS = $(evexec_prog_link_flags)
+endif
 endif
 endif
 
