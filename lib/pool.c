@@ -25,16 +25,36 @@
  * Every task is counted as it leaves the queue, under the lock, so the
  * statistics balance at every read.
  *
+ * A failed thread_init breaks the pool, or, with EVEXEC_POOL_INIT_RETRY,
+ * fails only that worker: the next one waits a backoff (1 ms doubling up to
+ * 1 s) before its own init, and the queue fails with the hook's error only
+ * when no initialised worker is alive and INIT_RETRY_BUDGET inits in a row
+ * failed.
+ *
+ * A view (evexec_pool_new_limited) is a struct evexec_pool with a parent
+ * and no threads: its own FIFO queue, and at most max_running "pumps" in its
+ * parent. A pump is an internal task of the parent that takes the view's
+ * tasks one at a time and runs them on the parent's worker, until the
+ * view's queue is empty -- or, when the parent has other work queued, until
+ * it has handed its slot to a new pump at the back of the parent's queue.
+ * A pump that its parent cancels or fails without running takes the view's
+ * queue down with it if it was the last one. Views of views nest the same
+ * way.
+ *
  * Lifetime: evexec_pool_free() joins every worker. An orphaned pool (the
  * loop's default pool at evexec_loop_free, or a pool freed by its own worker)
- * detaches its workers instead and the last one to exit frees it.
+ * detaches its workers instead and the last one to exit frees it. The
+ * memory of a pool is counted (its owner, each view made on it), so a parent
+ * freed before its views stays readable, refusing work, until the last one
+ * is freed.
  *
- * Lock order: pool->lock, then nothing. No user code (tasks, hooks, free
- * functions, callbacks) runs under it.
+ * Lock order: a view's lock, then its parent's; a pool lock, then nothing.
+ * No user code (tasks, hooks, free functions, callbacks) runs under either.
  */
 #include "executor.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -52,6 +72,8 @@ struct worker {
     unsigned index;                       /* lowest free at spawn, in [0, max_workers) */
     bool claimed;                         /* a submitter woke it for work */
     bool returning;                       /* counted in pool->nreturning */
+    bool initialised;                     /* thread_init succeeded: counted in ninit */
+    void *state;                          /* evexec_worker_set_state() */
 };
 
 struct evexec_pool {
@@ -70,7 +92,20 @@ struct evexec_pool {
     unsigned njoining;                    /* shutdown(WAIT) callers joining zombies */
     _Atomic unsigned exit_word;           /* bumped when nalive or njoining reaches 0 */
     bool stopping, broken, orphan;
+    /* What a view on this pool gets when it asks for a pump: 0, ESHUTDOWN or
+     * EVEXEC_EBROKEN; read without the lock by the views. */
+    _Atomic int refusing;
+    _Atomic unsigned refs;                /* the owner + each view made on it */
     uint64_t submitted, started, cancelled, failed, threads_started;
+    uint64_t init_failures;
+    int last_init_error;
+    unsigned ninit;                       /* initialised workers alive */
+    unsigned init_streak;                 /* inits failed since the last success */
+    unsigned init_budget;                 /* of which while no initialised worker lived */
+    uint64_t init_retry_at;               /* no init before (CLOCK_MONOTONIC ns) */
+    /* A view's: its parent, how many pumps it may have in the parent and has. */
+    struct evexec_pool *parent;
+    unsigned max_running, npumps;
     /* Counted before the outcome is published, so a reader that saw every
      * future done sees them all counted. */
     _Atomic uint64_t completed;
@@ -83,12 +118,31 @@ struct evexec_pool {
     char name[16];
 };
 
-/* The worker this thread is, for EDEADLK. */
+/* Consecutive failed inits (no initialised worker alive) after which the
+ * queue fails with the hook's error: about a quarter of a second of backoff. */
+#define INIT_RETRY_BUDGET 8
+#define INIT_BACKOFF_MAX_NS 1000000000u
+
+/* The worker this thread is (EDEADLK, evexec_worker_state/index). */
 static EVEXEC__TLS struct worker *current_worker;
 
-static bool on_own_worker(const struct evexec_pool *pool)
+/* The views whose task this thread runs now, innermost first. */
+struct pump_frame {
+    const struct evexec_pool *view;
+    struct pump_frame *outer;
+};
+static EVEXEC__TLS struct pump_frame *current_pump;
+
+/* True on a thread that runs a task of pool (or a done callback of one):
+ * waiting there for pool's tasks to end would wait for itself. */
+static bool inside_own_task(const struct evexec_pool *pool)
 {
-    return current_worker && current_worker->pool == pool;
+    if (!pool->parent)
+        return current_worker && current_worker->pool == pool;
+    for (const struct pump_frame *f = current_pump; f; f = f->outer)
+        if (f->view == pool)
+            return true;
+    return false;
 }
 
 /* min(32, CPUs + 4), counting the CPUs this process may use (affinity and
@@ -124,7 +178,8 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
     if (!c.worker_nice)
         c.worker_nice = EVEXEC_DEFAULT_WORKER_NICE;
     if (c.min_workers > c.max_workers || !reserved_zero(&c) ||
-        (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY | EVEXEC_POOL_SCHED_IDLE))) {
+        (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY | EVEXEC_POOL_SCHED_IDLE |
+                     EVEXEC_POOL_INIT_RETRY))) {
         errno = EINVAL;
         return NULL;
     }
@@ -141,6 +196,7 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
     snprintf(pool->name, 12, "%s", c.thread_name ? c.thread_name : "evexec");
     pool->cfg.thread_name = pool->name;
     pool->fork_gen = evexec__fork_gen();
+    atomic_init(&pool->refs, 1);
     return pool;
 }
 
@@ -286,9 +342,15 @@ static void join_list(struct evexec__list *list)
     }
 }
 
-static void pool_destroy(struct evexec_pool *pool)
+/* Drop a reference to the memory of pool: its owner's (free, or the last
+ * worker of an orphan) or a view's. */
+static void pool_unref(struct evexec_pool *pool)
 {
-    evexec__free(pool);
+    while (pool && atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1) {
+        struct evexec_pool *parent = pool->parent;
+        evexec__free(pool);
+        pool = parent;
+    }
 }
 
 /* ---- dispatch (pool lock held) ------------------------------------------ */
@@ -383,20 +445,87 @@ static void worker_setup(struct worker *w)
     }
 }
 
-/* Run thread_init; false if it failed, which breaks the pool: what is
- * queued fails with EVEXEC_EBROKEN, and so does every later submission. */
+/* With EVEXEC_POOL_INIT_RETRY, wait out the backoff of earlier failures
+ * (woken early by a shutdown). Lock held. False if the pool stopped with
+ * nothing left to run, so there is no point in an init. */
+static bool worker_backoff(struct worker *w)
+{
+    struct evexec_pool *pool = w->pool;
+    uint64_t now = evexec__now_ns();
+    if (pool->init_retry_at > now && !pool->stopping) {
+        struct timespec deadline;
+        evexec__deadline(&deadline, (long)((pool->init_retry_at - now + 999999u) / 1000000u));
+        int rc = 0;
+        while (rc != ETIMEDOUT && !pool->stopping) {
+            unsigned seen = atomic_load_explicit(&w->wake_word, memory_order_relaxed);
+            evexec__lock_release(&pool->lock);
+            rc = evexec__word_wait(&w->wake_word, seen, &deadline);
+            evexec__lock_acquire(&pool->lock);
+        }
+    }
+    return !pool->stopping || pool->qhead;
+}
+
+/* Run thread_init; false if the worker is not to serve. A failure breaks
+ * the pool (what is queued fails with EVEXEC_EBROKEN, and so does every
+ * later submission), or, with EVEXEC_POOL_INIT_RETRY, only this worker:
+ * the next one retries after a backoff, and the queue fails with the hook's
+ * error once the retry budget is spent with no initialised worker alive. */
 static bool worker_init(struct worker *w)
 {
     struct evexec_pool *pool = w->pool;
-    if (!pool->cfg.thread_init || pool->cfg.thread_init(pool->cfg.thread_ctx) == 0)
-        return true;
+    bool retry = pool->cfg.flags & EVEXEC_POOL_INIT_RETRY;
+    if (!pool->cfg.thread_init)
+        goto ready;
+    if (retry) {
+        evexec__lock_acquire(&pool->lock);
+        bool go = worker_backoff(w);
+        if (!go)
+            pool->nthreads--;
+        evexec__lock_release(&pool->lock);
+        if (!go)
+            return false;
+    }
+    int rc = pool->cfg.thread_init(pool->cfg.thread_ctx);
+    if (rc == 0)
+        goto ready;
+    w->state = NULL; /* a failed init closes what it opened itself */
     evexec__lock_acquire(&pool->lock);
-    pool->broken = true;
+    pool->init_failures++;
+    pool->last_init_error = rc;
     pool->nthreads--;
-    struct evexec_cfuture *list = queue_take_to_fail(pool);
+    struct evexec_cfuture *list = NULL;
+    int err = EVEXEC_EBROKEN;
+    if (!retry) {
+        pool->broken = true;
+        atomic_store(&pool->refusing, EVEXEC_EBROKEN);
+        list = queue_take_to_fail(pool);
+    } else {
+        unsigned shift = pool->init_streak < 10 ? pool->init_streak : 10;
+        uint64_t delay = (uint64_t)1000000u << shift; /* 1 ms, doubling */
+        pool->init_streak++;
+        pool->init_retry_at = evexec__now_ns() +
+                              (delay < INIT_BACKOFF_MAX_NS ? delay : INIT_BACKOFF_MAX_NS);
+        if (pool->ninit == 0 && ++pool->init_budget >= INIT_RETRY_BUDGET) {
+            pool->init_budget = 0;
+            list = queue_take_to_fail(pool);
+            if (rc > 0)
+                err = rc;
+        }
+    }
     evexec__lock_release(&pool->lock);
-    fail_list(list, EVEXEC_EBROKEN);
+    fail_list(list, err);
     return false;
+
+ready:
+    evexec__lock_acquire(&pool->lock);
+    w->initialised = true;
+    pool->ninit++;
+    pool->init_streak = 0;
+    pool->init_budget = 0;
+    pool->init_retry_at = 0;
+    evexec__lock_release(&pool->lock);
+    return true;
 }
 
 /* before_callbacks hook of a finished task: the worker is about to run done
@@ -530,6 +659,8 @@ static void worker_leave(struct worker *w)
     evexec__lock_acquire(&pool->lock);
     evexec__list_remove(&w->node);
     pool->nalive--;
+    if (w->initialised)
+        pool->ninit--;
     struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
     bool last = pool->nalive == 0;
     bool orphan = pool->orphan;
@@ -549,7 +680,7 @@ static void worker_leave(struct worker *w)
     if (orphan) {
         evexec__free(w);
         if (last)
-            pool_destroy(pool);
+            pool_unref(pool);
     }
 }
 
@@ -565,8 +696,290 @@ static void *worker_main(void *arg)
             pool->cfg.thread_exit(pool->cfg.thread_ctx);
     }
     current_worker = NULL;
+    w->state = NULL;
     worker_leave(w);
     return NULL;
+}
+
+/* ---- views --------------------------------------------------------------- */
+
+/* Remove cf from the queue if it is still there (a refused submission
+ * taking its task back). Lock held. */
+static bool queue_remove(struct evexec_pool *pool, struct evexec_cfuture *cf)
+{
+    struct evexec_cfuture *prev = NULL;
+    for (struct evexec_cfuture *it = pool->qhead; it; prev = it, it = it->qnext) {
+        if (it != cf)
+            continue;
+        if (prev)
+            prev->qnext = cf->qnext;
+        else
+            pool->qhead = cf->qnext;
+        if (pool->qtail == cf)
+            pool->qtail = prev;
+        pool->queued--;
+        atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+/* What a submission to view meets in its ancestors: 0, or the error of the
+ * first one that stopped or broke. */
+static int ancestors_refuse(const struct evexec_pool *view)
+{
+    for (const struct evexec_pool *p = view->parent; p; p = p->parent) {
+        int err = atomic_load(&p->refusing);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+/* A pump left the view (lock held). If it was the last, wake shutdown(WAIT)
+ * waiters. Returns true if an orphaned view is to be freed now (after the
+ * lock is released). */
+static bool view_pump_gone(struct evexec_pool *view)
+{
+    if (--view->npumps > 0)
+        return false;
+    evexec__word_wake(&view->exit_word, true);
+    return view->orphan;
+}
+
+/* The view's tasks that its last pump can no longer run (lock held): they
+ * are cancelled if the parent cancelled the pump, or fail with the error
+ * that refused or failed it. The caller finishes them with settle_list(). */
+static struct evexec_cfuture *view_take_stranded(struct evexec_pool *view, int err)
+{
+    if (view->npumps > 0 || !view->qhead)
+        return NULL;
+    return err == ECANCELED ? queue_take_to_cancel(view) : queue_take_to_fail(view);
+}
+
+static void settle_list(struct evexec_cfuture *list, int err)
+{
+    if (err == ECANCELED)
+        cancel_list(list);
+    else
+        fail_list(list, err);
+}
+
+/* A pump that never ran: cancelled or failed by the parent. */
+static void view_pump_lost(struct evexec_pool *view, int err)
+{
+    evexec__lock_acquire(&view->lock);
+    bool destroy = view_pump_gone(view);
+    struct evexec_cfuture *list = view_take_stranded(view, err);
+    evexec__lock_release(&view->lock);
+    settle_list(list, err);
+    if (destroy)
+        pool_unref(view);
+}
+
+/* on_done of a pump: told once, when the pump ran (its own loop then freed
+ * the slot and the view may be gone: touch nothing) or when the parent
+ * cancelled or failed it without running it. */
+static void pump_done(struct evexec_cfuture *pump)
+{
+    int state = atomic_load(&pump->state);
+    if (state == EVEXEC_CANCELLED)
+        view_pump_lost(pump->arg, ECANCELED);
+    else if (pump->error)
+        view_pump_lost(pump->arg, pump->error);
+    evexec_cfuture_release(pump); /* the reference held for on_done */
+}
+
+static int pump_run(void *arg, void **result);
+
+/* Queue a new pump for view in its parent. 0, or why the parent refused. */
+static int pump_start(struct evexec_pool *view)
+{
+    struct evexec_cfuture *pump = evexec__malloc(sizeof(*pump));
+    if (!pump)
+        return ENOMEM;
+    evexec__cfuture_init(pump, pump_run, view, NULL, 2); /* the queue + on_done */
+    pump->on_done = pump_done;
+    int err = evexec__pool_submit_cf(view->parent, pump);
+    if (err)
+        evexec__free(pump);
+    return err;
+}
+
+/* The work of a pump, on the parent's worker: run the view's tasks one at a
+ * time, oldest first. Yield to the parent's other work by handing the slot
+ * to a new pump at the back of its queue; if that fails, go on here. */
+static int pump_run(void *arg, void **result)
+{
+    (void)result;
+    struct evexec_pool *view = arg;
+    struct pump_frame frame = { view, current_pump };
+    current_pump = &frame;
+    evexec__lock_acquire(&view->lock);
+    struct evexec_cfuture *cf;
+    while ((cf = queue_pop(view))) {
+        bool started = evexec__cfuture_start(cf);
+        if (started)
+            view->started++;
+        else
+            view->cancelled++;
+        evexec__lock_release(&view->lock);
+        if (started) {
+            void *res = NULL;
+            int err = evexec__cfuture_execute(cf, &res);
+            atomic_fetch_add_explicit(&view->completed, 1, memory_order_relaxed);
+            evexec__cfuture_finish_release(cf, err, res, NULL, NULL);
+        } else {
+            evexec_cfuture_release(cf); /* the queue's reference */
+        }
+        if (atomic_load_explicit(&view->queued_hint, memory_order_relaxed) > 0 &&
+            atomic_load_explicit(&view->parent->queued_hint, memory_order_relaxed) > 0 &&
+            pump_start(view) == 0) {
+            current_pump = frame.outer;
+            return 0; /* the slot is the new pump's */
+        }
+        evexec__lock_acquire(&view->lock);
+    }
+    bool destroy = view_pump_gone(view);
+    evexec__lock_release(&view->lock);
+    current_pump = frame.outer;
+    if (destroy)
+        pool_unref(view);
+    return 0;
+}
+
+static int view_submit(struct evexec_pool *view, struct evexec_cfuture *cf)
+{
+    evexec__lock_acquire(&view->lock);
+    int err = view->stopping ? ESHUTDOWN : ancestors_refuse(view);
+    if (!err && view->cfg.max_queued && view->queued >= view->cfg.max_queued)
+        err = EAGAIN;
+    if (err) {
+        evexec__lock_release(&view->lock);
+        return err;
+    }
+    queue_push(view, cf);
+    view->submitted++;
+    bool need_pump = view->npumps < view->max_running;
+    if (need_pump)
+        view->npumps++;
+    evexec__lock_release(&view->lock);
+    /* Outside the view's lock: the parent may fail the pump at once (no
+     * thread), and pump_done takes this lock. */
+    if (!need_pump || (err = pump_start(view)) == 0)
+        return 0;
+    evexec__lock_acquire(&view->lock);
+    bool taken_back = queue_remove(view, cf);
+    if (taken_back)
+        view->submitted--;
+    bool destroy = view_pump_gone(view);
+    /* Tasks queued meanwhile, counting on this pump. */
+    struct evexec_cfuture *list = view_take_stranded(view, err);
+    evexec__lock_release(&view->lock);
+    settle_list(list, err);
+    if (destroy)
+        pool_unref(view);
+    return taken_back ? err : 0;
+}
+
+struct evexec_pool *evexec_pool_new_view(struct evexec_pool *parent,
+                                         const struct evexec_view_config *cfg)
+{
+    if (!parent || !cfg || cfg->max_running == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(cfg->reserved) / sizeof(cfg->reserved[0]); i++) {
+        if (cfg->reserved[i]) {
+            errno = EINVAL;
+            return NULL;
+        }
+    }
+    if (forked(parent)) {
+        errno = EVEXEC_EFORKED;
+        return NULL;
+    }
+    int err = atomic_load(&parent->refusing);
+    if (!err && parent->parent)
+        err = ancestors_refuse(parent);
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    struct evexec_pool *view = evexec__calloc(1, sizeof(*view));
+    if (!view)
+        return NULL;
+    view->parent = parent;
+    view->max_running = cfg->max_running;
+    view->cfg.max_queued = cfg->max_queued;
+    view->fork_gen = evexec__fork_gen();
+    atomic_init(&view->refs, 1);
+    evexec__list_init(&view->idle);
+    evexec__list_init(&view->live);
+    evexec__list_init(&view->zombies);
+    atomic_fetch_add_explicit(&parent->refs, 1, memory_order_relaxed);
+    return view;
+}
+
+struct evexec_pool *evexec_pool_new_limited(struct evexec_pool *parent, unsigned max_running)
+{
+    struct evexec_view_config cfg = { .max_running = max_running };
+    return evexec_pool_new_view(parent, &cfg);
+}
+
+static int view_shutdown(struct evexec_pool *view, unsigned flags)
+{
+    evexec__lock_acquire(&view->lock);
+    view->stopping = true;
+    atomic_store(&view->refusing, ESHUTDOWN);
+    struct evexec_cfuture *cancelled = NULL;
+    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
+        cancelled = queue_take_to_cancel(view);
+    evexec__lock_release(&view->lock);
+    cancel_list(cancelled);
+    if (!(flags & EVEXEC_SHUTDOWN_WAIT))
+        return 0;
+    /* No pump left means nothing queued here, in the parent or running. */
+    evexec__lock_acquire(&view->lock);
+    while (view->npumps > 0) {
+        unsigned seen = atomic_load_explicit(&view->exit_word, memory_order_relaxed);
+        evexec__lock_release(&view->lock);
+        evexec__word_wait(&view->exit_word, seen, NULL);
+        evexec__lock_acquire(&view->lock);
+    }
+    evexec__lock_release(&view->lock);
+    return 0;
+}
+
+/* Freed from one of its own tasks: cancel what is queued and let the last
+ * pump free it. */
+static void view_orphan(struct evexec_pool *view)
+{
+    view_shutdown(view, EVEXEC_SHUTDOWN_CANCEL_PENDING);
+    evexec__lock_acquire(&view->lock);
+    view->orphan = true;
+    bool destroy = view->npumps == 0;
+    evexec__lock_release(&view->lock);
+    if (destroy)
+        pool_unref(view);
+}
+
+/* ---- per-worker state ----------------------------------------------------- */
+
+void evexec_worker_set_state(void *state)
+{
+    if (current_worker)
+        current_worker->state = state;
+}
+
+void *evexec_worker_state(void)
+{
+    return current_worker ? current_worker->state : NULL;
+}
+
+unsigned evexec_worker_index(void)
+{
+    return current_worker ? current_worker->index : UINT_MAX;
 }
 
 /* ---- the public side ---------------------------------------------------- */
@@ -575,6 +988,8 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
 {
     if (forked(pool))
         return EVEXEC_EFORKED;
+    if (pool->parent)
+        return view_submit(pool, cf);
     evexec__lock_acquire(&pool->lock);
     int err = 0;
     if (pool->broken)
@@ -626,10 +1041,13 @@ static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned 
     struct evexec_cfuture *cancelled = NULL;
     evexec__lock_acquire(&pool->lock);
     pool->stopping = true;
+    if (!pool->broken)
+        atomic_store(&pool->refusing, ESHUTDOWN);
     if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
         cancelled = queue_take_to_cancel(pool);
-    for (struct evexec__list *n = pool->idle.next; n != &pool->idle; n = n->next)
-        evexec__word_wake(&evexec__list_entry(n, struct worker, idle_node)->wake_word, false);
+    /* Parked workers, and workers waiting out an init backoff. */
+    for (struct evexec__list *n = pool->live.next; n != &pool->live; n = n->next)
+        evexec__word_wake(&evexec__list_entry(n, struct worker, node)->wake_word, false);
     evexec__lock_release(&pool->lock);
     return cancelled;
 }
@@ -668,8 +1086,10 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
         return EINVAL;
     if (forked(pool))
         return EVEXEC_EFORKED;
-    if ((flags & EVEXEC_SHUTDOWN_WAIT) && on_own_worker(pool))
+    if ((flags & EVEXEC_SHUTDOWN_WAIT) && inside_own_task(pool))
         return EDEADLK;
+    if (pool->parent)
+        return view_shutdown(pool, flags);
     cancel_list(begin_shutdown(pool, flags));
     if (flags & EVEXEC_SHUTDOWN_WAIT)
         wait_all_joined(pool);
@@ -678,6 +1098,10 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
 
 void evexec__pool_orphan(struct evexec_pool *pool)
 {
+    if (pool->parent) {
+        view_orphan(pool);
+        return;
+    }
     cancel_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING));
     evexec__lock_acquire(&pool->lock);
     pool->orphan = true;
@@ -689,7 +1113,7 @@ void evexec__pool_orphan(struct evexec_pool *pool)
     evexec__lock_release(&pool->lock);
     join_list(&zombies); /* already exited: this does not wait for work */
     if (none_left)
-        pool_destroy(pool);
+        pool_unref(pool);
 }
 
 void evexec_pool_free(struct evexec_pool *pool)
@@ -698,13 +1122,13 @@ void evexec_pool_free(struct evexec_pool *pool)
         return;
     if (forked(pool))
         return; /* its threads do not exist here: leaked, as documented */
-    if (on_own_worker(pool)) {
-        EVEXEC__ASSERT(false, "evexec_pool_free", "called from one of the pool's own workers");
+    if (inside_own_task(pool)) {
+        EVEXEC__ASSERT(false, "evexec_pool_free", "called from one of the pool's own tasks");
         evexec__pool_orphan(pool);
         return;
     }
     evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT);
-    pool_destroy(pool);
+    pool_unref(pool);
 }
 
 int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *stats)
@@ -725,6 +1149,8 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
     stats->failed = pool->failed;
     stats->running = (unsigned)(pool->started - completed);
     stats->threads_started = pool->threads_started;
+    stats->init_failures = pool->init_failures;
+    stats->last_init_error = pool->last_init_error;
     evexec__lock_release(&pool->lock);
     return 0;
 }

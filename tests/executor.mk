@@ -1,14 +1,14 @@
 # tests/executor.mk -- tests of the executor half (pool + concurrent future).
 #
-# test_pool and test_cfuture are Criterion suites (left out of the TSan
+# test_pool, test_view and test_cfuture are Criterion suites (left out of the TSan
 # build, and run under memcheck by `make check-valgrind`);
 # plain_stress_executor prints TAP itself and runs in every build, the TSan
 # one above all.
 if HAVE_CRITERION
 if !EVEXEC_TSAN
-check_PROGRAMS += tests/test_pool tests/test_cfuture
-TESTS += tests/test_pool tests/test_cfuture
-VALGRIND_SUITES += tests/test_pool tests/test_cfuture
+check_PROGRAMS += tests/test_pool tests/test_cfuture tests/test_view
+TESTS += tests/test_pool tests/test_cfuture tests/test_view
+VALGRIND_SUITES += tests/test_pool tests/test_cfuture tests/test_view
 
 tests_test_pool_SOURCES = tests/test_pool.c tests/testutil.h
 tests_test_pool_CFLAGS = $(test_cflags)
@@ -19,6 +19,11 @@ tests_test_cfuture_SOURCES = tests/test_cfuture.c tests/testutil.h
 tests_test_cfuture_CFLAGS = $(test_cflags)
 tests_test_cfuture_LDADD = $(test_libs)
 tests_test_cfuture_LDFLAGS = $(evexec_prog_link_flags)
+
+tests_test_view_SOURCES = tests/test_view.c tests/testutil.h
+tests_test_view_CFLAGS = $(test_cflags)
+tests_test_view_LDADD = $(test_libs)
+tests_test_view_LDFLAGS = $(evexec_prog_link_flags)
 
 # test_pool_fault needs the thread-creation hook of a fault-injection build.
 if EVEXEC_FAULT_INJECTION

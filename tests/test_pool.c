@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -1521,5 +1522,314 @@ Test(pool, stats_reserved_fields_are_zero)
     struct evexec_pool_stats st = stats_of(pool); /* stats_of fills with 0xff first */
     for (size_t i = 0; i < sizeof(st.reserved) / sizeof(st.reserved[0]); i++)
         cr_assert_eq(st.reserved[i], 0);
+    evexec_pool_free(pool);
+}
+
+/* ---- per-worker state and index --------------------------------------------- */
+
+struct seen_worker {
+    unsigned index;
+    void *state;
+    unsigned state_value;   /* what the state held then, if it is an index */
+};
+
+static void record_worker(struct seen_worker *s)
+{
+    s->index = evexec_worker_index();
+    s->state = evexec_worker_state();
+    s->state_value = s->state ? *(unsigned *)s->state : UINT_MAX;
+}
+
+struct index_probe {
+    struct gate *gate;
+    struct seen_worker seen;
+};
+
+static int record_worker_task(void *arg, void **result)
+{
+    (void)result;
+    struct index_probe *p = arg;
+    record_worker(&p->seen);
+    if (p->gate)
+        gate_pass(p->gate);
+    return 0;
+}
+
+static void check_indices(struct evexec_pool *pool, unsigned n)
+{
+    struct gate g;
+    gate_init(&g);
+    struct index_probe probes[8];
+    struct evexec_cfuture *cfs[8];
+    for (unsigned i = 0; i < n; i++) {
+        probes[i] = (struct index_probe){ .gate = &g };
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, record_worker_task, &probes[i], NULL));
+    }
+    cr_assert(gate_wait_arrived(&g, n)); /* n workers at once: n distinct ones */
+    gate_open(&g);
+    bool seen[8] = {false};
+    for (unsigned i = 0; i < n; i++) {
+        wait_ok(cfs[i]);
+        evexec_cfuture_release(cfs[i]);
+        cr_assert_lt(probes[i].seen.index, n, "index %u with %u workers", probes[i].seen.index, n);
+        cr_assert(!seen[probes[i].seen.index], "index %u twice", probes[i].seen.index);
+        seen[probes[i].seen.index] = true;
+    }
+    gate_destroy(&g);
+}
+
+Test(pool, worker_index_is_the_lowest_free_one_and_is_reused_after_workers_exit)
+{
+    struct evexec_pool_config cfg = { .max_workers = 4, .idle_timeout_ms = 20 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    check_indices(pool, 4); /* 0..3 */
+    cr_assert_eq(wait_threads(pool, 0).threads, 0, "the workers never idled out");
+    check_indices(pool, 2); /* 0 and 1 again, not 4 and 5 */
+    cr_assert_eq(stats_of(pool).threads_started, 6);
+    evexec_pool_free(pool);
+}
+
+struct state_hooks {
+    atomic_int made, closed, bad_exit;
+};
+
+static int open_state(void *ctx)
+{
+    struct state_hooks *h = ctx;
+    unsigned *state = malloc(sizeof(*state));
+    *state = evexec_worker_index();
+    atomic_fetch_add(&h->made, 1);
+    evexec_worker_set_state(state);
+    return 0;
+}
+
+static void close_state(void *ctx)
+{
+    struct state_hooks *h = ctx;
+    unsigned *state = evexec_worker_state();
+    if (!state || *state != evexec_worker_index())
+        atomic_fetch_add(&h->bad_exit, 1);
+    free(state);
+    atomic_fetch_add(&h->closed, 1);
+}
+
+static void record_worker_callback(struct evexec_cfuture *cf, void *arg)
+{
+    (void)cf;
+    record_worker(arg);
+}
+
+Test(pool, worker_state_set_in_thread_init_reaches_tasks_callbacks_and_thread_exit)
+{
+    struct state_hooks h = {0};
+    struct evexec_pool_config cfg = {
+        .max_workers = 2, .thread_init = open_state, .thread_exit = close_state,
+        .thread_ctx = &h,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct index_probe probes[2] = { { .gate = &g }, { .gate = &g } };
+    struct seen_worker in_callback[2];
+    struct evexec_cfuture *cfs[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, record_worker_task, &probes[i], NULL));
+    cr_assert(gate_wait_arrived(&g, 2));
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(evexec_cfuture_add_done_callback(cfs[i], record_worker_callback,
+                                                      &in_callback[i]), 0);
+    gate_open(&g);
+    for (int i = 0; i < 2; i++)
+        wait_ok(cfs[i]);
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_not_null(probes[i].seen.state);
+        cr_assert_eq(in_callback[i].state_value, probes[i].seen.index,
+                     "a task saw another worker's state");
+        cr_assert_eq(in_callback[i].index, probes[i].seen.index);
+        cr_assert_eq(in_callback[i].state, probes[i].seen.state);
+        evexec_cfuture_release(cfs[i]);
+    }
+    cr_assert_neq(probes[0].seen.state, probes[1].seen.state);
+    cr_assert_eq(atomic_load(&h.made), 2);
+    cr_assert_eq(atomic_load(&h.closed), 2);
+    cr_assert_eq(atomic_load(&h.bad_exit), 0, "thread_exit did not get its state back");
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+Test(pool, outside_a_worker_state_is_null_index_is_uint_max_and_set_state_does_nothing)
+{
+    int x;
+    evexec_worker_set_state(&x);
+    cr_assert_null(evexec_worker_state());
+    cr_assert_eq(evexec_worker_index(), UINT_MAX);
+}
+
+/* ---- EVEXEC_POOL_INIT_RETRY ---------------------------------------------------- */
+
+struct flaky_init {
+    atomic_int calls;
+    int fail_first;          /* the first fail_first calls fail; -1 all of them */
+    int code;
+    atomic_bool heal;        /* from now on every call succeeds */
+    int fail_after;          /* if > 0: calls after the first fail_after fail */
+};
+
+static int flaky_thread_init(void *ctx)
+{
+    struct flaky_init *f = ctx;
+    int n = atomic_fetch_add(&f->calls, 1) + 1;
+    if (atomic_load(&f->heal))
+        return 0;
+    if (f->fail_after > 0)
+        return n > f->fail_after ? f->code : 0;
+    return f->fail_first < 0 || n <= f->fail_first ? f->code : 0;
+}
+
+Test(pool, init_retry_a_hook_failing_the_first_3_times_delays_the_work_but_never_fails_it)
+{
+    struct flaky_init f = { .fail_first = 3, .code = EBUSY };
+    struct evexec_pool_config cfg = {
+        .max_workers = 2, .flags = EVEXEC_POOL_INIT_RETRY,
+        .thread_init = flaky_thread_init, .thread_ctx = &f,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    atomic_int runs = 0;
+    struct evexec_cfuture *cfs[5];
+    for (int i = 0; i < 5; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, count_task, &runs, NULL));
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(evexec_cfuture_result(cfs[i], HANG_BOUND_MS, NULL), 0);
+        evexec_cfuture_release(cfs[i]);
+    }
+    cr_assert_eq(atomic_load(&runs), 5);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.init_failures, 3);
+    cr_assert_eq(st.last_init_error, EBUSY);
+    cr_assert_eq(st.failed, 0);
+    assert_balanced(&st, "after retries");
+    /* Not broken: it still takes work. */
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(cf);
+    wait_ok(cf);
+    evexec_cfuture_release(cf);
+    evexec_pool_free(pool);
+}
+
+Test(pool, init_retry_queued_work_fails_with_the_hooks_error_only_when_no_worker_can_initialise)
+{
+    struct flaky_init f = { .fail_first = -1, .code = EIO };
+    struct evexec_pool_config cfg = {
+        .max_workers = 2, .flags = EVEXEC_POOL_INIT_RETRY,
+        .thread_init = flaky_thread_init, .thread_ctx = &f,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    atomic_int runs = 0;
+    struct evexec_cfuture *cfs[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, count_task, &runs, NULL));
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(evexec_cfuture_result(cfs[i], HANG_BOUND_MS, NULL), EIO);
+        evexec_cfuture_release(cfs[i]);
+    }
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_geq(st.init_failures, EVEXEC_POOL_INIT_RETRY_BUDGET);
+    cr_assert_eq(st.last_init_error, EIO);
+    cr_assert_eq(st.failed, 3);
+    assert_balanced(&st, "budget spent");
+    /* The pool is not broken: once the hook works again, so does the pool. */
+    atomic_store(&f.heal, true);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(cf, "an init-retry pool refused work: %s", evexec_strerror(errno));
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), 0);
+    evexec_cfuture_release(cf);
+    cr_assert_eq(atomic_load(&runs), 1);
+    evexec_pool_free(pool);
+}
+
+Test(pool, init_retry_work_waits_for_the_initialised_worker_while_new_ones_fail)
+{
+    struct flaky_init f = { .fail_after = 1, .code = EBUSY }; /* only the first succeeds */
+    struct evexec_pool_config cfg = {
+        .max_workers = 3, .flags = EVEXEC_POOL_INIT_RETRY,
+        .thread_init = flaky_thread_init, .thread_ctx = &f,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&g, 1));
+    atomic_int runs = 0;
+    struct evexec_cfuture *cfs[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, count_task, &runs, NULL));
+    /* New workers fail their init, more than the budget's worth. */
+    for (long waited = 0; atomic_load(&f.calls) < EVEXEC_POOL_INIT_RETRY_BUDGET + 3 &&
+                          waited < HANG_BOUND_MS; waited += 5)
+        sleep_ms(5);
+    cr_assert_geq(atomic_load(&f.calls), EVEXEC_POOL_INIT_RETRY_BUDGET + 3);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(evexec_cfuture_state(cfs[i]), EVEXEC_PENDING,
+                     "a task failed although a worker had initialised");
+    gate_open(&g);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(evexec_cfuture_result(cfs[i], HANG_BOUND_MS, NULL), 0);
+        evexec_cfuture_release(cfs[i]);
+    }
+    cr_assert_eq(atomic_load(&runs), 4);
+    wait_ok(blocker);
+    evexec_cfuture_release(blocker);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
+Test(pool, init_retry_shutdown_wait_ends_the_retries)
+{
+    struct flaky_init f = { .fail_first = -1, .code = EIO };
+    struct evexec_pool_config cfg = {
+        .max_workers = 1, .flags = EVEXEC_POOL_INIT_RETRY,
+        .thread_init = flaky_thread_init, .thread_ctx = &f,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), EIO);
+    evexec_cfuture_release(cf);
+    cf = evexec_pool_submit(pool, noop_task, NULL, NULL); /* retries go on, with backoff */
+    cr_assert_not_null(cf);
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING |
+                                                EVEXEC_SHUTDOWN_WAIT), 0);
+    cr_assert(evexec_cfuture_wait(cf, 0) == 0, "shutdown(WAIT) left a task pending");
+    cr_assert_eq(stats_of(pool).threads, 0);
+    evexec_cfuture_release(cf);
+    evexec_pool_free(pool);
+}
+
+Test(pool, without_init_retry_a_failed_init_is_counted_and_breaks_the_pool)
+{
+    struct flaky_init f = { .fail_first = 1, .code = ENOENT };
+    struct evexec_pool_config cfg = {
+        .max_workers = 2, .thread_init = flaky_thread_init, .thread_ctx = &f,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), EVEXEC_EBROKEN);
+    evexec_cfuture_release(cf);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_eq(st.init_failures, 1);
+    cr_assert_eq(st.last_init_error, ENOENT);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(pool, noop_task, NULL, NULL));
+    cr_assert_eq(errno, EVEXEC_EBROKEN);
     evexec_pool_free(pool);
 }

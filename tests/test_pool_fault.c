@@ -114,3 +114,28 @@ Test(pool_fault, stats_balance_when_tasks_fail_for_want_of_a_thread)
     }
     evexec_pool_free(pool);
 }
+
+Test(pool_fault, a_views_task_fails_with_eagain_when_its_parent_can_make_no_thread)
+{
+    struct evexec_pool_config cfg = { .max_workers = 2 };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct evexec_pool *view = evexec_pool_new_limited(pool, 1);
+    cr_assert_not_null(view);
+    evexec__fault_fail_thread(1);
+    struct evexec_cfuture *cf = evexec_pool_submit(view, noop_task, NULL, NULL);
+    evexec__fault_fail_thread(0);
+    cr_assert_not_null(cf);
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), EAGAIN);
+    evexec_cfuture_release(cf);
+    struct evexec_pool_stats st = stats_of(view);
+    assert_balanced(&st);
+    cr_assert_eq(st.failed, 1);
+    /* Both recover: the next task gets a thread. */
+    cf = evexec_pool_submit(view, noop_task, NULL, NULL);
+    cr_assert_not_null(cf);
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), 0);
+    evexec_cfuture_release(cf);
+    evexec_pool_free(view);
+    evexec_pool_free(pool);
+}
