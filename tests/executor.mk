@@ -2,8 +2,8 @@
 #
 # test_pool, test_view and test_cfuture are Criterion suites (left out of the TSan
 # build, and run under memcheck by `make check-valgrind`);
-# plain_stress_executor prints TAP itself and runs in every build, the TSan
-# one above all.
+# plain_stress_executor and plain_stress_views print TAP themselves and run
+# in every build, the TSan one above all.
 if HAVE_CRITERION
 if !EVEXEC_TSAN
 check_PROGRAMS += tests/test_pool tests/test_cfuture tests/test_view
@@ -43,6 +43,14 @@ tests_plain_stress_executor_SOURCES = tests/plain_stress_executor.c tests/testut
 tests_plain_stress_executor_CFLAGS = $(test_cflags)
 tests_plain_stress_executor_LDADD = $(evexec_prog_libs)
 tests_plain_stress_executor_LDFLAGS = $(evexec_prog_link_flags)
+
+# Views under four producers, for ThreadSanitizer above all.
+check_PROGRAMS += tests/plain_stress_views
+TESTS += tests/plain_stress_views
+tests_plain_stress_views_SOURCES = tests/plain_stress_views.c tests/testutil.h
+tests_plain_stress_views_CFLAGS = $(test_cflags)
+tests_plain_stress_views_LDADD = $(evexec_prog_libs)
+tests_plain_stress_views_LDFLAGS = $(evexec_prog_link_flags)
 
 # Suppressions of make check-valgrind (read by tests/run-test-valgrind).
 EXTRA_DIST += tests/valgrind.supp
