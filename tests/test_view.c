@@ -863,3 +863,43 @@ Test(view, bad_arguments_to_new_limited_and_new_view_are_einval)
     cr_assert_eq(errno, ESHUTDOWN);
     evexec_pool_free(pool);
 }
+
+struct self_free {
+    struct evexec_pool *view;
+    struct gate *gate;
+};
+
+static int free_own_view_task(void *arg, void **result)
+{
+    (void)result;
+    struct self_free *s = arg;
+    gate_pass(s->gate);
+    evexec_pool_free(s->view);
+    return 0;
+}
+
+Test(view, a_view_freed_from_its_own_task_cancels_its_queue_and_goes_with_its_last_task)
+{
+#ifdef EVEXEC_DEBUG
+    cr_skip_test("debug builds abort on evexec_pool_free from a pool's own task");
+#endif
+    struct evexec_pool *pool = pool_of(2);
+    struct evexec_pool *view = limited(pool, 1);
+    struct gate g;
+    gate_init(&g);
+    struct self_free s = { view, &g };
+    struct evexec_cfuture *self = evexec_pool_submit(view, free_own_view_task, &s, NULL);
+    cr_assert_not_null(self);
+    cr_assert(gate_wait_arrived(&g, 1));
+    atomic_int runs = 0;
+    struct evexec_cfuture *behind = evexec_pool_submit(view, count_task, &runs, NULL);
+    cr_assert_not_null(behind);
+    gate_open(&g);
+    cr_assert_eq(evexec_cfuture_result(self, HANG_BOUND_MS, NULL), 0);
+    cr_assert_eq(evexec_cfuture_result(behind, HANG_BOUND_MS, NULL), ECANCELED);
+    cr_assert_eq(atomic_load(&runs), 0);
+    evexec_cfuture_release(self);
+    evexec_cfuture_release(behind);
+    evexec_pool_free(pool); /* the view is gone already; valgrind sees no leak */
+    gate_destroy(&g);
+}
