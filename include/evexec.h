@@ -282,6 +282,32 @@ EVEXEC_EXPORT int evexec_cfuture_take_result(struct evexec_cfuture *cf, long tim
 EVEXEC_EXPORT int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf,
                                                    evexec_cfuture_cb cb, void *arg);
 
+/** @name When a wait over several futures ends (evexec_wait,
+ *  evexec_cfuture_wait_many) */
+/**@{*/
+/** As soon as one of them is done. */
+#define EVEXEC_FIRST_COMPLETED 1u
+/** As soon as one of them failed (an error, or cancelled), or all are done. */
+#define EVEXEC_FIRST_EXCEPTION 2u
+/** When all of them are done. */
+#define EVEXEC_ALL_COMPLETED   3u
+/**@}*/
+
+/**
+ * Wait for several concurrent futures (concurrent.futures.wait) until
+ * return_when holds: EVEXEC_FIRST_COMPLETED, EVEXEC_FIRST_EXCEPTION (a
+ * cancelled future counts as failed; a taken result does not) or
+ * EVEXEC_ALL_COMPLETED. It only waits: the caller then inspects each future.
+ * n == 0 holds at once; a future given twice counts once.
+ * @param timeout_ms -1 waits forever, 0 only looks.
+ * @return 0 when the condition holds, ETIMEDOUT, EINVAL (cfs NULL with
+ *   n > 0, a NULL entry, an unknown return_when, timeout_ms < -1),
+ *   EVEXEC_EFORKED (one of them was made before fork(); as every other call
+ *   on such a future). Any thread.
+ */
+EVEXEC_EXPORT int evexec_cfuture_wait_many(struct evexec_cfuture *const *cfs, size_t n,
+                                           unsigned return_when, long timeout_ms);
+
 /** Take one more reference. Any thread. */
 EVEXEC_EXPORT void evexec_cfuture_retain(struct evexec_cfuture *cf);
 /** Drop one reference; the last frees the future and any result nobody took.
@@ -510,6 +536,15 @@ EVEXEC_EXPORT int evexec_future_take_result(struct evexec_future *f, void **resu
 EVEXEC_EXPORT int evexec_future_add_done_callback(struct evexec_future *f,
                                                   evexec_future_cb cb, void *arg);
 
+/**
+ * Remove every registration of (cb, arg) on f that has not run yet
+ * (asyncio remove_done_callback); the others keep their order.
+ * @return how many were removed (0 if none), or -1 with errno EINVAL (NULL
+ *   f) or EVEXEC_EFORKED.
+ */
+EVEXEC_EXPORT int evexec_future_remove_done_callback(struct evexec_future *f,
+                                                     evexec_future_cb cb, void *arg);
+
 /** Take one more reference. */
 EVEXEC_EXPORT void evexec_future_retain(struct evexec_future *f);
 /** Drop one reference. In-flight work keeps its own reference, so releasing
@@ -564,6 +599,68 @@ EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor(struct evexec_loop *l
 EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
     struct evexec_pool *pool, evexec_work_fn fn, void *arg, evexec_free_fn free_result,
     evexec_free_fn free_arg) EVEXEC_WARN_UNUSED;
+/**@}*/
+
+/* ------------------------------------------------------------------------ */
+/** @name Composing loop futures (loop thread only)
+ *
+ * Timeouts and combinators built from loop futures, as asyncio's sleep,
+ * wait_for, gather and wait. Each returns a new future with one reference
+ * for the caller. A combinator takes references of its own on the futures it
+ * is given, which stay the caller's; their results stay theirs. A pending
+ * one with a timeout keeps event_base_dispatch() running (its timer is a
+ * libevent timer on the loop's base); cancelling it, or evexec_loop_free(),
+ * stops its timer and lets go of its futures at once. The new future never
+ * completes inside the call that made it, even over futures that are done
+ * already: at the earliest on the loop's next pass. Timeouts are in
+ * milliseconds: -1 means none, 0 means "on the next pass".
+ * Every one fails with NULL and errno EINVAL (a NULL loop or future, fs NULL
+ * with n > 0, a future of another loop, a timeout below -1), EVEXEC_ECLOSED,
+ * EVEXEC_EFORKED or ENOMEM.
+ */
+/**@{*/
+
+/**
+ * A future that finishes, with result NULL, ms milliseconds from now
+ * (asyncio.sleep). @return the future, or NULL with errno (EINVAL for
+ * ms < 0).
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_sleep(struct evexec_loop *loop, long ms)
+    EVEXEC_WARN_UNUSED;
+
+/**
+ * A future with f's outcome, unless timeout_ms passes first: then f is
+ * cancelled (which cancels its work) and the new future fails with
+ * ETIMEDOUT (asyncio.wait_for). Cancelling the new future cancels f; f
+ * cancelled by someone else makes it cancelled too. When f finished without
+ * error, the new future borrows f's result, which stays f's: taking it
+ * through either future takes it from both.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_wait_for(struct evexec_future *f, long timeout_ms)
+    EVEXEC_WARN_UNUSED;
+
+/**
+ * A future that finishes, with result NULL, when all n futures of fs have
+ * finished without error (asyncio.gather). It fails at once with the first
+ * error in completion order -- a future that was cancelled counts as the
+ * error ECANCELED -- and the others keep running. Cancelling it cancels them
+ * all. n == 0 finishes on the next pass; a future given twice counts once.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_gather(struct evexec_loop *loop,
+    struct evexec_future *const *fs, size_t n) EVEXEC_WARN_UNUSED;
+
+/**
+ * A future that finishes, with result NULL, when return_when holds for the n
+ * futures of fs (asyncio.wait): EVEXEC_FIRST_COMPLETED, EVEXEC_FIRST_EXCEPTION
+ * (one failed with an error or was cancelled, or all are done) or
+ * EVEXEC_ALL_COMPLETED; or that fails with ETIMEDOUT when timeout_ms passes
+ * first. It never cancels the futures it waits on, not even when it is
+ * cancelled: the caller inspects each one. n == 0 finishes on the next pass;
+ * a future given twice counts once. An unknown return_when: EINVAL.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_wait(struct evexec_loop *loop,
+    struct evexec_future *const *fs, size_t n, unsigned return_when, long timeout_ms)
+    EVEXEC_WARN_UNUSED;
 /**@}*/
 
 #ifdef __cplusplus
