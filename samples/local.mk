@@ -50,3 +50,20 @@ sample_smoke_scripts = \
 	samples/smoke-chain_futures.sh
 dist_check_SCRIPTS += $(sample_smoke_scripts)
 TESTS += $(sample_smoke_scripts)
+
+# The SQLite notes service and its smoke test (a C driver on libevent's HTTP
+# client), where configure found SQLite.
+if HAVE_SQLITE3
+noinst_PROGRAMS += samples/sqlite_notes
+samples_sqlite_notes_SOURCES = samples/sqlite_notes.c
+samples_sqlite_notes_CFLAGS = $(sample_cflags) $(SQLITE3_CFLAGS)
+samples_sqlite_notes_LDADD = $(sample_ldadd) $(SQLITE3_LIBS)
+samples_sqlite_notes_LDFLAGS = $(sample_ldflags)
+
+check_PROGRAMS += samples/smoke_sqlite_notes
+samples_smoke_sqlite_notes_SOURCES = samples/smoke_sqlite_notes.c
+samples_smoke_sqlite_notes_CFLAGS = $(sample_cflags)
+samples_smoke_sqlite_notes_LDADD = $(LIBEVENT_LIBS)
+samples_smoke_sqlite_notes_LDFLAGS = $(sample_ldflags)
+TESTS += samples/smoke_sqlite_notes
+endif
