@@ -5,7 +5,10 @@
  * It makes a database of 300000 seeded notes in a temporary directory and
  * runs the server on an ephemeral port of 127.0.0.1 (parsed from its first
  * line) three times:
- *   1. the pool mode with a generous deadline: the routes, then hostile
+ *   1. the pool mode with a generous deadline: first, with the database
+ *      locked by another process for longer than SQLite's busy timeout, the
+ *      first worker fails to open its connection and a later one succeeds
+ *      once the lock is gone (EVEXEC_POOL_INIT_RETRY); then the routes, then hostile
  *      input -- malformed ids, a 10 MB body, an empty body, invalid UTF-8,
  *      text full of quotes and control characters, LIKE wildcards (%, _, \)
  *      and SQL in q, wrong methods -- each reply checked to be valid JSON
@@ -49,6 +52,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <sqlite3.h>
 
 #define SEED_ROWS       "300000"
 #define STEP_TIMEOUT_S  60           /* hang guard of each step */
@@ -586,6 +590,63 @@ static long long post_note(struct client *cl, const void *text, size_t len, int 
 
 /* ---- run 1: the pool mode, generous deadline ---------------------------------------- */
 
+/* A child process that holds db locked (exclusive locking mode, a write
+ * transaction open) for hold_ms, then rolls back -- what another program
+ * may do to the server's database. Returns once the lock is held. */
+static pid_t hold_lock(const char *db, long hold_ms)
+{
+    int fds[2];
+    char c = 0;
+    if (pipe(fds) != 0)
+        return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sqlite3 *conn = NULL;
+        close(fds[0]);
+        int rc = sqlite3_open_v2(db, &conn, SQLITE_OPEN_READWRITE, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(conn, "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;"
+                              " INSERT INTO notes(text) VALUES ('held')", NULL, NULL, NULL);
+        c = rc == SQLITE_OK ? 'y' : 'n';
+        if (write(fds[1], &c, 1) == 1 && rc == SQLITE_OK)
+            sleep_ms(hold_ms);
+        sqlite3_exec(conn, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(conn);
+        _exit(rc == SQLITE_OK ? 0 : 1);
+    }
+    close(fds[1]);
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    if (pid > 0 && (poll(&pfd, 1, STEP_TIMEOUT_S * 1000) != 1 || read(fds[0], &c, 1) != 1))
+        c = 0;
+    close(fds[0]);
+    if (pid > 0 && c != 'y') {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pid = -1;
+    }
+    return pid;
+}
+
+/* Before any worker exists: the database is locked for 3 s, longer than the
+ * server's 2 s busy timeout, so the first worker cannot open its
+ * connection. It fails alone; a later one opens it once the lock is gone. */
+static void check_init_retry(struct client *cl, const char *db)
+{
+    struct call c;
+    pid_t holder = hold_lock(db, 3000);
+    int code = holder > 0 ? get(cl, &c, "/notes/1") : 0;
+    tap(code == 200 && valid_reply(&c),
+        "a request waits out a worker that could not open the locked database (HTTP %d)", code);
+    call_close(&c);
+    int status = -1;
+    if (holder > 0)
+        waitpid(holder, &status, 0);
+    long long failures = stat_of(cl, "init_failures"), err = stat_of(cl, "last_init_error");
+    tap(status == 0 && failures >= 1 && err == EBUSY,
+        "/stats counts the failed worker start (%lld, last error %lld)", failures, err);
+}
+
 static const char tricky_text[] = "quote \" backslash \\ newline \n tab \t bell \x07 "
                                   "unit \x1f del \x7f e\xcc\x81 \xe2\x82\xac \xf0\x9f\x98\x80";
 static const char bad_utf8[] = "ok \xff\xfe lone \x80 cut \xe2\x82 over \xc0\xaf "
@@ -898,7 +959,7 @@ int main(int argc, char **argv)
     snprintf(db, sizeof db, "%s/notes.db", dir);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 
-    printf("1..%d\n", 57);
+    printf("1..%d\n", 59);
     struct client cl = {.base = event_base_new()};
     struct server srv;
     char a_db[] = "--db", a_port[] = "--port", zero[] = "0", a_seed[] = "--seed",
@@ -907,6 +968,7 @@ int main(int argc, char **argv)
 
     char *run1[] = {a_db, db, a_port, zero, a_seed, rows, a_workers, two, a_timeout, ten_s, NULL};
     if (run_start(&srv, &cl, path, "pool mode", run1)) {
+        check_init_retry(&cl, db);
         check_routes(&cl);
         check_hostile(&cl);
         check_reads_not_behind_scans(&cl);

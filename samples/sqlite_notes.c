@@ -13,21 +13,29 @@
  *                         with the 20 newest. A full scan of the table, slow
  *                         on purpose: the kind of query that must not hold up
  *                         the others.
- *   GET  /stats           counters, on the loop
+ *   GET  /stats           counters, on the loop: queries run by each worker
+ *                         (by evexec_worker_index()), failed worker starts
  *   Bad requests get a JSON {"error":"..."}: 400 (malformed id, missing q,
  *   empty note), 404, 405 (wrong method), 413 (body too large), 503
  *   (shutting down, or the queue is full), 504 (past the deadline).
  *
  * How the pieces fit
- *   - Each worker thread owns one SQLite connection, opened by the pool's
- *     thread_init hook and closed by its thread_exit hook, with its
- *     statements prepared once. The database runs in WAL mode, so readers
- *     never block the writer nor each other.
- *   - Writes go through a pool of one thread: one writer, in arrival order,
- *     so SQLite never sees two writers fight for the lock.
- *   - Scans go through a pool of their own, at most half as many threads as
- *     the point reads get, so a burst of /search can never occupy every
- *     connection: GET /notes/ID keeps its threads.
+ *   - One pool of --workers threads. Each worker owns one SQLite
+ *     connection, opened by the pool's thread_init hook (kept with
+ *     evexec_worker_set_state(), found again with evexec_worker_state()) and
+ *     closed by its thread_exit hook, with its statements prepared once. The
+ *     database runs in WAL mode, so readers never block the writer nor each
+ *     other. EVEXEC_POOL_INIT_RETRY: a connection that fails to open (the
+ *     database busy with another process's recovery, say) fails only that
+ *     worker, and a later one tries again.
+ *   - Writes go through a serial view of the pool (evexec_pool_new_view,
+ *     the form of evexec_pool_new_limited that also bounds the view's queue,
+ *     with one running slot): one write at a time, in arrival order, on
+ *     whichever worker is free, so SQLite never sees two writers fight for
+ *     the lock.
+ *   - Scans go through a view limited to half the workers, so a burst of
+ *     /search can never occupy every thread: GET /notes/ID, submitted to the
+ *     pool itself, always finds one.
  *   - Every request has a deadline (--timeout). A read past it is answered
  *     504 and its query stopped: SQLite's progress handler polls
  *     evexec_cancel_requested() and interrupts the statement. A write past
@@ -92,6 +100,7 @@
 #define PROGRESS_OPS     1000            /* VM steps between cancel checks */
 #define MAX_QUEUED       4096            /* per pool; more waiting: 503 */
 #define HARD_STOP_MS     2000            /* after the last deadline, on shutdown */
+#define MAX_WORKERS      64
 
 /* ---- a growable string, and JSON text in it --------------------------------- */
 
@@ -260,6 +269,7 @@ struct counters {
     atomic_uint  running;                    /* queries being run now */
     atomic_ulong searches_done;              /* scans that ran to the end */
     atomic_ulong interrupted;                /* queries stopped by a cancel */
+    atomic_ulong per_worker[MAX_WORKERS];    /* queries run, by worker index */
 };
 
 struct db {
@@ -472,6 +482,9 @@ static int query_search(struct db *db, const struct task *t, struct answer **out
 static int run_query(struct db *db, const struct task *t, struct answer **out)
 {
     atomic_fetch_add(&db->counters->running, 1);
+    unsigned worker = evexec_worker_index();  /* UINT_MAX on the loop (--inline) */
+    if (worker < MAX_WORKERS)
+        atomic_fetch_add(&db->counters->per_worker[worker], 1);
     int err;
     switch (t->route) {
     case ROUTE_POST: err = query_insert(db, t, out); break;
@@ -501,12 +514,14 @@ struct job {
 struct server {
     struct event_base          *base;
     struct evexec_loop         *loop;
-    struct evexec_pool         *reads, *writes, *scans;   /* all NULL with --inline */
+    struct evexec_pool         *pool;                     /* NULL with --inline */
+    struct evexec_pool         *writes, *scans;           /* views of pool */
     struct db                  *inline_db;                /* --inline only */
     struct evhttp              *http;
     struct evhttp_bound_socket *listener;
     struct event               *sigint, *sigterm, *hard_timer;
     const char                 *db_path;
+    unsigned                    workers;
     long                        timeout_ms;
     bool                        stopping, hard_stop;
     struct job                 *jobs;
@@ -518,28 +533,32 @@ struct server {
 
 /* ---- the workers: one connection each ---------------------------------------------- */
 
-/* The connection of the worker running this code. */
-static _Thread_local struct db *worker_db;
-
 /* thread_init hook: the worker opens its connection before its first task. */
 static int worker_open(void *ctx)
 {
     struct server *srv = ctx;
-    return db_open(srv->db_path, &srv->counters, &worker_db);
+    struct db *db = NULL;
+    int err = db_open(srv->db_path, &srv->counters, &db);
+    if (err != 0) {
+        fprintf(stderr, "sqlite_notes: worker %u cannot open %s: %s\n", evexec_worker_index(),
+                srv->db_path, strerror(err));
+        return err;                          /* only this worker fails: a later one retries */
+    }
+    evexec_worker_set_state(db);
+    return 0;
 }
 
-/* thread_exit hook: the worker closes it as it exits. */
+/* thread_exit hook: the worker closes its connection as it exits. */
 static void worker_close(void *ctx)
 {
     (void)ctx;
-    db_close(worker_db);
-    worker_db = NULL;
+    db_close(evexec_worker_state());
 }
 
-/* The work function of every task. */
+/* The work function of every task, on whichever worker runs it. */
 static int work_query(void *arg, void **result)
 {
-    return run_query(worker_db, arg, (struct answer **)result);
+    return run_query(evexec_worker_state(), arg, (struct answer **)result);
 }
 
 /* ---- replies ----------------------------------------------------------------------- */
@@ -903,7 +922,7 @@ static void on_get_note(struct server *srv, struct evhttp_request *req, const ch
     }
     t->id = id;
     srv->n_get++;
-    dispatch(srv, req, t, srv->reads);
+    dispatch(srv, req, t, srv->pool);
 }
 
 static void on_search(struct server *srv, struct evhttp_request *req)
@@ -938,7 +957,17 @@ static void on_stats(struct server *srv, struct evhttp_request *req)
     sb_printf(&sb, "\"ping\":%lu,\"post\":%lu,", srv->n_ping, srv->n_post);
     sb_printf(&sb, "\"get\":%lu,\"search\":%lu,", srv->n_get, srv->n_search);
     sb_printf(&sb, "\"refused\":%lu,\"bad\":%lu,", srv->n_refused, srv->n_bad);
-    sb_printf(&sb, "\"timeouts\":%lu,\"gone\":%lu}", srv->n_timeout, srv->n_gone);
+    sb_printf(&sb, "\"timeouts\":%lu,\"gone\":%lu", srv->n_timeout, srv->n_gone);
+    struct evexec_pool_stats ps;
+    if (srv->pool != NULL && evexec_pool_get_stats(srv->pool, &ps) == 0) {
+        sb_printf(&sb, ",\"threads\":%u,", ps.threads);
+        sb_printf(&sb, "\"init_failures\":%" PRIu64 ",", ps.init_failures);
+        sb_printf(&sb, "\"last_init_error\":%d,\"workers\":[", ps.last_init_error);
+        for (unsigned i = 0; i < srv->workers; i++)
+            sb_printf(&sb, "%s%lu", i ? "," : "", atomic_load(&srv->counters.per_worker[i]));
+        sb_puts(&sb, "]");
+    }
+    sb_puts(&sb, "}");
     struct answer *a = NULL;
     if (answer_make(&sb, 200, &a) != 0)
         send_error(srv, req, 500, "{\"error\":\"out of memory\"}");
@@ -1168,8 +1197,8 @@ static void usage(FILE *out, const char *argv0)
         "  -p, --port N      port to listen on; 0 picks a free one (default 0)\n"
         "  -H, --host ADDR   IPv4 address to listen on (default 127.0.0.1)\n"
         "  -s, --seed N      fill a new, empty database with N notes\n"
-        "  -w, --workers N   threads for point reads (default 4); writes get one\n"
-        "                    more, scans half as many\n"
+        "  -w, --workers N   pool threads, one connection each (default 4); at\n"
+        "                    most half of them scan at once\n"
         "  -t, --timeout MS  deadline of every request (default 5000)\n"
         "  -i, --inline      run the queries on the loop thread: a baseline to\n"
         "                    measure against, not a mode to use\n"
@@ -1192,21 +1221,29 @@ static bool parse_ulong(const char *s, unsigned long max, unsigned long *out)
     return true;
 }
 
-static struct evexec_pool *make_pool(struct server *srv, unsigned workers, const char *name)
+/* The pool, and its views for writes and scans. */
+static bool make_pools(struct server *srv, unsigned workers)
 {
     struct evexec_pool_config cfg = {
         .max_workers = workers,
         .min_workers = workers,              /* keep the connections open */
         .max_queued = MAX_QUEUED,
-        .thread_name = name,
+        .thread_name = "notes",
         .thread_init = worker_open,
         .thread_exit = worker_close,
         .thread_ctx = srv,
+        .flags = EVEXEC_POOL_INIT_RETRY,
     };
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    if (pool == NULL)
-        fprintf(stderr, "sqlite_notes: cannot make a pool: %s\n", strerror(errno));
-    return pool;
+    struct evexec_view_config writes = {.max_running = 1, .max_queued = MAX_QUEUED};
+    struct evexec_view_config scans = {.max_running = workers / 2, .max_queued = MAX_QUEUED};
+    srv->pool = evexec_pool_new(&cfg);
+    if (srv->pool != NULL)
+        srv->writes = evexec_pool_new_view(srv->pool, &writes);
+    if (srv->writes != NULL)
+        srv->scans = evexec_pool_new_view(srv->pool, &scans);
+    if (srv->scans == NULL)
+        fprintf(stderr, "sqlite_notes: cannot make the pools: %s\n", strerror(errno));
+    return srv->scans != NULL;
 }
 
 int main(int argc, char **argv)
@@ -1279,7 +1316,8 @@ int main(int argc, char **argv)
     /* A client that hangs up before its reply is written must not kill us. */
     signal(SIGPIPE, SIG_IGN);
 
-    struct server srv = {.db_path = db_path, .timeout_ms = (long)timeout};
+    struct server srv = {.db_path = db_path, .workers = (unsigned)workers,
+                         .timeout_ms = (long)timeout};
     srv.base = event_base_new();
     if (srv.base == NULL || (srv.loop = evexec_loop_new(srv.base)) == NULL) {
         fprintf(stderr, "sqlite_notes: cannot set up the event loop\n");
@@ -1292,11 +1330,7 @@ int main(int argc, char **argv)
             goto out;
         }
     } else {
-        unsigned scans = workers / 2 ? (unsigned)workers / 2 : 1;
-        srv.reads = make_pool(&srv, (unsigned)workers, "notes-read");
-        srv.writes = make_pool(&srv, 1, "notes-write");
-        srv.scans = make_pool(&srv, scans, "notes-scan");
-        if (srv.reads == NULL || srv.writes == NULL || srv.scans == NULL)
+        if (!make_pools(&srv, (unsigned)workers))
             goto out;
     }
     srv.http = evhttp_new(srv.base);
@@ -1343,10 +1377,11 @@ out:
     /* Nothing is in flight here; evhttp_free() closes every connection. */
     if (srv.http)
         evhttp_free(srv.http);
-    /* Each worker closes its connection as it exits. */
+    /* The views first, then the pool: each worker closes its connection as
+     * it exits. */
     evexec_pool_free(srv.scans);
     evexec_pool_free(srv.writes);
-    evexec_pool_free(srv.reads);
+    evexec_pool_free(srv.pool);
     evexec_loop_free(srv.loop);
     db_close(srv.inline_db);
     if (srv.sigint)
