@@ -1159,7 +1159,9 @@ static int check_db(const char *path)
     sqlite3 *conn = NULL;
     sqlite3_stmt *stmt = NULL;
     bool ok = false;
-    int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READONLY, NULL);
+    /* Read-write (not created if missing) only so that closing the last
+     * connection can remove the WAL files; nothing is written. */
+    int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(conn, "PRAGMA integrity_check", -1, &stmt, NULL);
     /* One row "ok", or one row per problem found. */
@@ -1203,6 +1205,7 @@ static void usage(FILE *out, const char *argv0)
         "  -i, --inline      run the queries on the loop thread: a baseline to\n"
         "                    measure against, not a mode to use\n"
         "  -c, --check       run PRAGMA integrity_check on FILE and count its notes\n"
+        "                    (with --seed: make and seed FILE first), then exit\n"
         "  -h, --help        this text\n"
         "\n"
         "Routes: GET /ping, POST /notes, GET /notes/ID, GET /search?q=WORD, GET /stats\n"
@@ -1308,8 +1311,8 @@ int main(int argc, char **argv)
         usage(stderr, argv[0]);
         return 2;
     }
-    if (check)
-        return check_db(db_path);
+    if (check)                               /* with --seed, seed first: a file to test with */
+        return seed > 0 && !db_setup(db_path, seed) ? 1 : check_db(db_path);
     if (!db_setup(db_path, seed))
         return 1;
 
