@@ -31,7 +31,6 @@
 
 #include <errno.h>
 #include <stdint.h>
-#include <string.h>
 
 #include <event2/event.h>
 
@@ -122,7 +121,7 @@ static void child_done(struct evexec_future *ch, void *arg)
 {
     struct comb *c = arg;
     if (c->out.state != EVEXEC__F_PENDING)
-        return; /* detach removes this callback; never reached */
+        return; /* detach removed this callback: not reached */
     int err = child_error(ch);
     c->ndone++;
     switch (c->kind) {

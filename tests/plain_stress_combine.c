@@ -24,6 +24,13 @@
  *     after the pool has drained;
  *   - no crash, no hang, no sanitizer report (ASan's leak check included).
  *
+ * A second part does the same for evexec_cfuture_wait_many, which threads
+ * call without a loop: waiter threads wait for random sets of submitted
+ * tasks with random return_when values and timeouts while workers complete
+ * them and another thread cancels some. Checked: a wait that returns 0 finds
+ * its condition true; a wait bounded by HANG_BOUND_MS never times out (no
+ * lost wakeup); every result is freed once.
+ *
  * Bounded by rounds and by time; the seed is printed and read from
  * EVEXEC_STRESS_SEED.
  */
@@ -333,12 +340,131 @@ static bool add_node(struct evexec_future *f, struct node *n)
     return true;
 }
 
+/* ---- evexec_cfuture_wait_many from threads ------------------------------ */
+
+#define MANY_ROUNDS_MAX 1500
+#define MANY_SECONDS_MAX 3.0
+#define MANY_TASKS 12
+#define MANY_WAITERS 3
+
+static struct evexec_cfuture *many_cfs[MANY_TASKS];
+static _Atomic long many_wrong, many_lost, many_errors;
+
+static bool many_failed(struct evexec_cfuture *cf)
+{
+    int state = evexec_cfuture_state(cf);
+    if (state == EVEXEC_CANCELLED)
+        return true;
+    return state == EVEXEC_FINISHED && evexec_cfuture_result(cf, 0, NULL) != 0;
+}
+
+static bool many_holds(struct evexec_cfuture *const *cfs, size_t n, unsigned return_when)
+{
+    size_t done = 0;
+    bool failed = false;
+    for (size_t i = 0; i < n; i++) {
+        int state = evexec_cfuture_state(cfs[i]);
+        if (state != EVEXEC_FINISHED && state != EVEXEC_CANCELLED)
+            continue;
+        done++;
+        failed |= many_failed(cfs[i]);
+    }
+    switch (return_when) {
+    case EVEXEC_FIRST_COMPLETED:
+        return done > 0 || n == 0;
+    case EVEXEC_FIRST_EXCEPTION:
+        return failed || done == n;
+    default:
+        return done == n;
+    }
+}
+
+struct many_waiter {
+    pthread_t thread;
+    uint64_t seed;
+};
+
+/* A waiter's own generator: the threads must not share the main one. */
+static uint64_t rnd_from(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void *many_waiter_main(void *arg)
+{
+    struct many_waiter *w = arg;
+    struct evexec_cfuture *set[MANY_TASKS];
+    size_t n = 1 + rnd_from(&w->seed) % MANY_TASKS;
+    for (size_t i = 0; i < n; i++)
+        set[i] = many_cfs[rnd_from(&w->seed) % MANY_TASKS];
+    unsigned when = 1 + (unsigned)(rnd_from(&w->seed) % 3);
+    bool bounded = rnd_from(&w->seed) % 2;
+    long timeout = bounded ? HANG_BOUND_MS : (long)(rnd_from(&w->seed) % 3) - 1; /* -1, 0, 1 */
+    if (timeout < 0)
+        timeout = HANG_BOUND_MS; /* "forever", but a lost wakeup must not hang the run */
+    int rc = evexec_cfuture_wait_many(set, n, when, timeout);
+    if (rc == 0) {
+        if (!many_holds(set, n, when))
+            atomic_fetch_add(&many_wrong, 1);
+    } else if (rc == ETIMEDOUT) {
+        if (timeout == HANG_BOUND_MS)
+            atomic_fetch_add(&many_lost, 1);
+    } else {
+        atomic_fetch_add(&many_errors, 1);
+    }
+    return NULL;
+}
+
+static int failing_work(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    return EIO;
+}
+
+/* @return the rounds run; counts into the many_* counters. */
+static int stress_wait_many(struct evexec_pool *pool)
+{
+    double start = now_s();
+    int rounds = 0;
+    for (; rounds < MANY_ROUNDS_MAX && now_s() - start < MANY_SECONDS_MAX; rounds++) {
+        for (size_t i = 0; i < MANY_TASKS; i++) {
+            bool fails = rnd() % 5 == 0;
+            many_cfs[i] = evexec_pool_submit(pool, fails ? failing_work : spin_work,
+                                             (void *)(intptr_t)(rnd() % 51), free_result);
+            if (!many_cfs[i]) {
+                printf("Bail out! evexec_pool_submit: %s\n", strerror(errno));
+                exit(1);
+            }
+        }
+        struct many_waiter w[MANY_WAITERS];
+        for (size_t i = 0; i < MANY_WAITERS; i++) {
+            w[i].seed = rnd();
+            if (pthread_create(&w[i].thread, NULL, many_waiter_main, &w[i]) != 0) {
+                printf("Bail out! pthread_create\n");
+                exit(1);
+            }
+        }
+        /* This thread cancels a few, racing the workers and the waiters. */
+        for (size_t i = rnd() % 4; i > 0; i--)
+            evexec_cfuture_cancel(many_cfs[rnd() % MANY_TASKS]);
+        for (size_t i = 0; i < MANY_WAITERS; i++)
+            pthread_join(w[i].thread, NULL);
+        for (size_t i = 0; i < MANY_TASKS; i++)
+            evexec_cfuture_release(many_cfs[i]);
+    }
+    return rounds;
+}
+
 int main(void)
 {
     const char *env = getenv("EVEXEC_STRESS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
     rnd_state = seed;
-    printf("1..7\n# seed %" PRIu64 " (EVEXEC_STRESS_SEED replays it)\n", seed);
+    printf("1..9\n# seed %" PRIu64 " (EVEXEC_STRESS_SEED replays it)\n", seed);
 
     struct evexec_pool *pool = evexec_pool_new(&(struct evexec_pool_config){.max_workers = 2});
     if (!pool) {
@@ -418,6 +544,9 @@ int main(void)
                 evexec_future_release(nodes[i].f);
         event_base_free(base);
     }
+    double many_start = now_s();
+    int many_rounds = stress_wait_many(pool);
+
     /* Every task has ended once the pool has joined its workers; late
      * outcomes are disposed of before that. */
     int rc = evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT);
@@ -435,6 +564,13 @@ int main(void)
     tap(late_callbacks == 0, "nothing ran after evexec_loop_free (%ld)", late_callbacks);
     tap(wrong_outcomes == 0, "every combinator's outcome agreed with its futures (%ld did not)",
         wrong_outcomes);
+    tap(atomic_load(&many_wrong) == 0 && atomic_load(&many_errors) == 0,
+        "%d wait_many rounds of %d threads (%.1f s): every wait that returned 0 found its "
+        "condition true (%ld did not, %ld errors)",
+        many_rounds, MANY_WAITERS, now_s() - many_start, atomic_load(&many_wrong),
+        atomic_load(&many_errors));
+    tap(atomic_load(&many_lost) == 0, "no wait_many slept through a completion (%ld timed out)",
+        atomic_load(&many_lost));
     tap(atomic_load(&results_made) == atomic_load(&results_freed),
         "every result was freed exactly once (%ld made, %ld freed)", atomic_load(&results_made),
         atomic_load(&results_freed));

@@ -1405,6 +1405,101 @@ Test(combine, wait_many_on_pending_cfutures_inherited_through_fork_fails_with_ef
 }
 
 /* ======================================================================== */
+/* allocation failures (builds configured with --enable-fault-injection)     */
+
+#ifdef EVEXEC_FAULT_INJECTION
+void evexec__fault_fail_alloc(long nth);
+long evexec__fault_alloc_count(void);
+
+/* Four futures, each with a callback of the test already (so a combinator's
+ * registration has to grow the callback array), and four combinators over
+ * them with the nth allocation from now failing (0: none). A combinator that
+ * fails reports ENOMEM and leaves the futures as they were; the others work.
+ * @return how many combinators failed. */
+static int combinators_with_failing_allocation(long nth)
+{
+    make_loop();
+    reset();
+    struct evexec_future *fs[4];
+    for (int i = 0; i < 4; i++) {
+        fs[i] = new_future();
+        add_record(fs[i], i);
+    }
+    struct evexec_future *made[4];
+    evexec__fault_fail_alloc(nth);
+    made[0] = evexec_gather(loop, fs, 4);
+    int e0 = errno;
+    made[1] = evexec_wait(loop, fs, 4, EVEXEC_ALL_COMPLETED, FOREVER_MS);
+    int e1 = errno;
+    made[2] = evexec_wait_for(fs[3], FOREVER_MS);
+    int e2 = errno;
+    made[3] = evexec_sleep(loop, 0);
+    int e3 = errno;
+    evexec__fault_fail_alloc(0);
+    const int errs[4] = {e0, e1, e2, e3};
+    int failed = 0;
+    for (int i = 0; i < 4; i++) {
+        if (made[i]) {
+            add_record(made[i], 10 + i);
+            continue;
+        }
+        failed++;
+        cr_assert_eq(errs[i], ENOMEM, "combinator %d failed with %s at allocation %ld", i,
+                     strerror(errs[i]), nth);
+    }
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(evexec_future_set_result(fs[i], new_result(), free_counted), 0);
+    dispatch();
+    /* The test's own callbacks ran once each, and those of each combinator
+     * that was made. */
+    cr_assert_eq(nrecord, 4 + (4 - failed), "allocation %ld: %d callbacks ran", nth, nrecord);
+    for (int i = 0; i < 4; i++) {
+        if (made[i])
+            cr_assert_eq(error_of(made[i]), 0);
+        evexec_future_release(made[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        evexec_future_release(fs[i]);
+    cr_assert_eq(atomic_load(&results_freed), 4);
+    free_loop();
+    return failed;
+}
+
+Test(combine, sweep_every_allocation_of_the_combinators)
+{
+    /* Count what the four calls allocate, then fail each allocation once. */
+    make_loop();
+    struct evexec_future *fs[4];
+    for (int i = 0; i < 4; i++) {
+        fs[i] = new_future();
+        add_record(fs[i], i);
+    }
+    long before = evexec__fault_alloc_count();
+    struct evexec_future *made[4] = {
+        evexec_gather(loop, fs, 4),
+        evexec_wait(loop, fs, 4, EVEXEC_ALL_COMPLETED, FOREVER_MS),
+        evexec_wait_for(fs[3], FOREVER_MS),
+        evexec_sleep(loop, 0),
+    };
+    long total = evexec__fault_alloc_count() - before;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_not_null(made[i]);
+        evexec_future_cancel(made[i]);
+        evexec_future_release(made[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        evexec_future_release(fs[i]);
+    free_loop();
+    cr_assert_gt(total, 4, "the combinators allocate %ld times?", total);
+
+    cr_assert_eq(combinators_with_failing_allocation(0), 0);
+    for (long n = 1; n <= total; n++)
+        cr_assert_eq(combinators_with_failing_allocation(n), 1,
+                     "allocation %ld of %ld: not exactly one combinator failed", n, total);
+}
+#endif /* EVEXEC_FAULT_INJECTION */
+
+/* ======================================================================== */
 /* debug builds enforce the loop thread                                      */
 
 #ifdef EVEXEC_DEBUG
