@@ -124,11 +124,11 @@ static bool j_hex4(struct json *j, unsigned *out)
 static void put_utf8(unsigned cp, char *out, size_t cap, size_t *len)
 {
     unsigned char b[4];
-    size_t n;
-    if (cp < 0x80) { b[0] = (unsigned char)cp; n = 1; }
-    else if (cp < 0x800) { b[0] = (unsigned char)(0xc0 | cp >> 6); b[1] = (unsigned char)(0x80 | (cp & 0x3f)); n = 2; }
-    else if (cp < 0x10000) { b[0] = (unsigned char)(0xe0 | cp >> 12); b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f)); b[2] = (unsigned char)(0x80 | (cp & 0x3f)); n = 3; }
-    else { b[0] = (unsigned char)(0xf0 | cp >> 18); b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f)); b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f)); b[3] = (unsigned char)(0x80 | (cp & 0x3f)); n = 4; }
+    size_t n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    static const unsigned char lead[] = {0, 0, 0xc0, 0xe0, 0xf0};
+    for (size_t i = n - 1; i > 0; i--, cp >>= 6)
+        b[i] = (unsigned char)(0x80 | (cp & 0x3f));
+    b[0] = (unsigned char)(lead[n] | cp);
     for (size_t i = 0; i < n; i++)
         if (out != NULL && *len < cap)
             out[(*len)++] = (char)b[i];
@@ -256,7 +256,9 @@ static bool j_value(struct json *j, int depth)
                 return false;
         }
     }
-    for (const char *const *lit = (const char *const[]){"true", "false", "null", NULL}; *lit; lit++) {
+    static const char *const literals[] = {"true", "false", "null"};
+    for (size_t i = 0; i < sizeof literals / sizeof *literals; i++) {
+        const char *const *lit = &literals[i];
         size_t n = strlen(*lit);
         if ((size_t)(j->end - j->p) >= n && memcmp(j->p, *lit, n) == 0) {
             j->p += n;
@@ -710,7 +712,8 @@ static void check_hostile(struct client *cl)
     int code;
     for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
         code = get(cl, &c, bad_ids[i]);
-        tap(code == 400 && valid_reply(&c), "GET %s is refused with 400 (HTTP %d)", bad_ids[i], code);
+        tap(code == 400 && valid_reply(&c), "GET %s is refused with 400 (HTTP %d)", bad_ids[i],
+            code);
         call_close(&c);
     }
     code = get(cl, &c, "/notes/9223372036854775807");

@@ -136,7 +136,8 @@ static void sb_puts(struct strbuf *sb, const char *s)
     sb_add(sb, s, strlen(s));
 }
 
-static void sb_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct strbuf *sb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void sb_printf(struct strbuf *sb, const char *fmt, ...)
 {
     char tmp[64];
@@ -766,6 +767,7 @@ static void start_job(struct server *srv, struct evhttp_request *req, struct tas
 {
     struct job *job = calloc(1, sizeof *job);
     struct evexec_future *work = NULL;
+    enum route route = t->route;             /* t is the library's once submitted */
     if (job != NULL)
         work = evexec_run_in_executor_ex(srv->loop, pool, work_query, t, answer_free, free);
     if (work == NULL) {
@@ -779,7 +781,7 @@ static void start_job(struct server *srv, struct evhttp_request *req, struct tas
     }
     job->srv = srv;
     job->req = req;
-    job->route = t->route;
+    job->route = route;
     struct timeval tv = {srv->timeout_ms / 1000, (srv->timeout_ms % 1000) * 1000};
     if (job->route == ROUTE_POST) {
         job->future = work;
@@ -912,7 +914,8 @@ static void on_get_note(struct server *srv, struct evhttp_request *req, const ch
 {
     int64_t id;
     if (!parse_id(id_text, &id)) {
-        send_error(srv, req, 400, "{\"error\":\"an id is a decimal number from 1 to 9223372036854775807\"}");
+        send_error(srv, req, 400,
+                   "{\"error\":\"an id is a decimal number from 1 to 9223372036854775807\"}");
         return;
     }
     struct task *t = task_new(ROUTE_GET, NULL, 0);
@@ -930,7 +933,8 @@ static void on_search(struct server *srv, struct evhttp_request *req)
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     struct evkeyvalq params;
     if (query == NULL || evhttp_parse_query_str(query, &params) != 0) {
-        send_error(srv, req, 400, "{\"error\":\"q is missing\"}");
+        send_error(srv, req, 400,
+                   "{\"error\":\"q is missing (or the query string is malformed)\"}");
         return;
     }
     const char *q = evhttp_find_header(&params, "q");
