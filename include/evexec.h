@@ -205,7 +205,8 @@ struct evexec_cfuture;
  * @param free_result called on the result if nobody takes it (may be NULL).
  * @return a concurrent future holding one reference for the caller (drop it
  *   with evexec_cfuture_release()), or NULL with errno EINVAL (NULL pool or
- *   fn), ESHUTDOWN (after evexec_pool_shutdown), EAGAIN (max_queued reached),
+ *   fn), ESHUTDOWN (after evexec_pool_shutdown of the pool or, for a view,
+ *   of a pool it is a view of), EAGAIN (max_queued reached),
  *   EVEXEC_EBROKEN (a thread_init failed), EVEXEC_EFORKED, ENOMEM.
  * If no worker thread will look at the queue again and none can be created,
  * the future fails with EAGAIN (counted in evexec_pool_stats.failed). Any

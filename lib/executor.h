@@ -39,7 +39,8 @@ struct evexec_cfuture {
     unsigned fork_gen;
     /* Told when the state is final, in the completing thread, instead of
      * waiters and callbacks; set by chain.c so the executor half needs to
-     * know nothing of loops. Its setter holds a reference until told. */
+     * know nothing of loops, and by pool.c on a view's pumps. Its setter
+     * holds a reference until told. */
     void (*on_done)(struct evexec_cfuture *cf);
     struct evexec__cb_node *callbacks; /* stripe lock */
     struct evexec__cb_node **callbacks_tail;
