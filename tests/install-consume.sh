@@ -296,7 +296,8 @@ fi
 examples=$prefix/share/doc/libevexec/examples
 missing=
 for f in "$srcdir"/samples/README.md "$srcdir"/samples/cpu_bound.c "$srcdir"/samples/blocking_calls.c \
-         "$srcdir"/samples/http_offload.c "$srcdir"/samples/chain_futures.c; do
+         "$srcdir"/samples/http_offload.c "$srcdir"/samples/chain_futures.c \
+         "$srcdir"/samples/sqlite_notes.c; do
     cmp -s "$f" "$examples/${f##*/}" || missing="$missing ${f##*/}"
 done
 if [ -z "$missing" ] && [ -f "$prefix/share/doc/libevexec/NEWS" ]; then
