@@ -301,8 +301,8 @@ static int spawn_worker(struct evexec_pool *pool)
 }
 
 /* Work is queued: make sure somebody will take it. Returns a list for
- * evexec__pool_fail_list(.., EAGAIN) if no worker will look at the queue again and no
- * thread could be made. */
+ * evexec__pool_fail_list(.., EAGAIN) if no worker will look at the queue
+ * again and no thread could be made. */
 static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
 {
     if (pool->queued <= pool->nspinning +

@@ -67,7 +67,8 @@ struct evexec_pool {
 
 /* ---- the FIFO queue (pool lock held) --------------------------------------- */
 
-static inline void evexec__pool_queue_push(struct evexec_pool *pool, struct evexec_cfuture *cf)
+static inline void evexec__pool_queue_push(struct evexec_pool *pool,
+                                           struct evexec_cfuture *cf)
 {
     cf->qnext = NULL;
     if (pool->qtail)

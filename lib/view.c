@@ -82,7 +82,8 @@ static struct evexec_cfuture *view_take_stranded(struct evexec_pool *view, int e
 {
     if (view->npumps > 0 || !view->qhead)
         return NULL;
-    return err == ECANCELED ? evexec__pool_take_to_cancel(view) : evexec__pool_take_to_fail(view);
+    return err == ECANCELED ? evexec__pool_take_to_cancel(view)
+                            : evexec__pool_take_to_fail(view);
 }
 
 static void settle_list(struct evexec_cfuture *list, int err)
