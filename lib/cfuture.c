@@ -107,7 +107,7 @@ static void complete(struct evexec_cfuture *cf, void (*before_callbacks)(void *c
 {
     if (cf->on_done) {
         /* A cfuture with on_done is private to whoever set it (chain.c, or
-         * pool.c for a view's pump): it has no waiters or callbacks, and
+         * view.c for a view's pump): it has no waiters or callbacks, and
          * may be freed once told. */
         cf->on_done(cf);
         return;

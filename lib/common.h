@@ -7,7 +7,9 @@
  * The internal headers follow the layering, so a component can only name
  * what it may use:
  *   common.h    common.c, sync.c                     (everyone)
- *   executor.h  cfuture.c, pool.c     the executor half: no libevent, no loop
+ *   executor.h  cfuture.c, pool.c,    the executor half: no libevent, no loop
+ *               view.c
+ *   pool.h      pool.c, view.c        the pool's insides, for its views only
  *   loop.h      loop.c                the loop bridge: a plain scheduler
  *   future.h    future.c              the loop future (uses the loop)
  *   chain.h     chain.c, bridge.c     the only part that knows both halves

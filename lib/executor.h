@@ -1,8 +1,8 @@
 /*
  * executor.h -- the executor half: the concurrent future (cfuture.c) and the
- * pool (pool.c). Usable without a loop: nothing here names libevent or a
- * loop, and the only way out to the other half is the on_done hook, which
- * the chain sets.
+ * pool (pool.c, and its views in view.c). Usable without a loop: nothing
+ * here names libevent or a loop, and the only way out to the other half is
+ * the on_done hook, which the chain sets.
  */
 #ifndef EVEXEC_EXECUTOR_H
 #define EVEXEC_EXECUTOR_H
@@ -39,7 +39,7 @@ struct evexec_cfuture {
     unsigned fork_gen;
     /* Told when the state is final, in the completing thread, instead of
      * waiters and callbacks; set by chain.c so the executor half needs to
-     * know nothing of loops, and by pool.c on a view's pumps. Its setter
+     * know nothing of loops, and by view.c on a view's pumps. Its setter
      * holds a reference until told. */
     void (*on_done)(struct evexec_cfuture *cf);
     struct evexec__cb_node *callbacks; /* stripe lock */

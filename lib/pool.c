@@ -31,15 +31,12 @@
  * when no initialised worker is alive and EVEXEC_POOL_INIT_RETRY_BUDGET
  * inits in a row failed.
  *
- * A view (evexec_pool_new_limited) is a struct evexec_pool with a parent
- * and no threads: its own FIFO queue, and at most max_running "pumps" in its
- * parent. A pump is an internal task of the parent that takes the view's
- * tasks one at a time and runs them on the parent's worker, until the
- * view's queue is empty -- or, when the parent has other work queued, until
- * it has handed its slot to a new pump at the back of the parent's queue.
- * A pump that its parent cancels or fails without running takes the view's
- * queue down with it if it was the last one. Views of views nest the same
- * way.
+ * A view (view.c) is a struct evexec_pool with a parent and no threads,
+ * whose tasks run on the parent's workers as internal tasks of the parent.
+ * Where a public function below treats a view differently, it calls the
+ * view's view_ops (pool.h), so this file never names view.c; the pool's
+ * side of a view is the refusing word, which the view reads to learn that
+ * its parent stopped or broke.
  *
  * Lifetime: evexec_pool_free() joins every worker. An orphaned pool (the
  * loop's default pool at evexec_loop_free, or a pool freed by its own worker)
@@ -48,11 +45,10 @@
  * freed before its views stays readable, refusing work, until the last one
  * is freed.
  *
- * Locks are never nested: a view submits to its parent, and a pump (or a
- * parent failing a pump) takes the view's lock, only with no lock held. No
- * user code (tasks, hooks, free functions, callbacks) runs under a lock.
+ * Locks are never nested. No user code (tasks, hooks, free functions,
+ * callbacks) runs under a lock.
  */
-#include "executor.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -77,71 +73,19 @@ struct worker {
     void *state;                          /* evexec_worker_set_state() */
 };
 
-struct evexec_pool {
-    struct evexec__lock lock;
-    struct evexec_cfuture *qhead, *qtail;
-    size_t queued;
-    struct evexec__list idle;             /* parked workers, most recent first */
-    struct evexec__list live;             /* every worker not yet gone, by index */
-    struct evexec__list zombies;          /* exited, not yet joined */
-    unsigned nthreads;                    /* workers that will look at the queue again */
-    unsigned nalive;                      /* threads not yet finished: at most max_workers */
-    unsigned nidle, nspinning;
-    /* Workers between the end of a task and taking the lock again: about to
-     * look at the queue, so a submission need not wake or make another. */
-    _Atomic unsigned nreturning;
-    unsigned njoining;                    /* shutdown(WAIT) callers joining zombies */
-    _Atomic unsigned exit_word;           /* bumped when nalive or njoining reaches 0 */
-    bool stopping, broken, orphan;
-    /* What a view on this pool gets when it asks for a pump: 0, ESHUTDOWN or
-     * EVEXEC_EBROKEN; read without the lock by the views. */
-    _Atomic int refusing;
-    _Atomic unsigned refs;                /* the owner + each view made on it */
-    uint64_t submitted, started, cancelled, failed, threads_started;
-    uint64_t init_failures;
-    int last_init_error;
-    unsigned ninit;                       /* initialised workers alive */
-    unsigned init_streak;                 /* inits failed since the last success */
-    unsigned init_budget;                 /* of which while no initialised worker lived */
-    uint64_t init_retry_at;               /* no init before (CLOCK_MONOTONIC ns) */
-    /* A view's: its parent, how many pumps it may have in the parent and has. */
-    struct evexec_pool *parent;
-    unsigned max_running, npumps;
-    /* Counted before the outcome is published, so a reader that saw every
-     * future done sees them all counted. */
-    _Atomic uint64_t completed;
-    unsigned fork_gen;
-    /* Read by spinning workers without the lock. */
-    _Alignas(EVEXEC__CACHELINE) _Atomic size_t queued_hint;
-    _Alignas(EVEXEC__CACHELINE) struct evexec_pool_config cfg;
-    uint64_t spin_ns;
-    struct evexec__backoff spin;          /* pool lock: skips spins after fruitless ones */
-    char name[16];
-};
-
 /* The init backoff doubles from 1 ms up to this. */
 #define INIT_BACKOFF_MAX_NS 1000000000u
 
 /* The worker this thread is (EDEADLK, evexec_worker_state/index). */
 static EVEXEC__TLS struct worker *current_worker;
 
-/* The views whose task this thread runs now, innermost first. */
-struct pump_frame {
-    const struct evexec_pool *view;
-    struct pump_frame *outer;
-};
-static EVEXEC__TLS struct pump_frame *current_pump;
-
 /* True on a thread that runs a task of pool (or a done callback of one):
  * waiting there for pool's tasks to end would wait for itself. */
 static bool inside_own_task(const struct evexec_pool *pool)
 {
-    if (!pool->parent)
-        return current_worker && current_worker->pool == pool;
-    for (const struct pump_frame *f = current_pump; f; f = f->outer)
-        if (f->view == pool)
-            return true;
-    return false;
+    if (pool->view_ops)
+        return pool->view_ops->inside_own_task(pool);
+    return current_worker && current_worker->pool == pool;
 }
 
 /* min(32, CPUs + 4), counting the CPUs this process may use (affinity and
@@ -206,31 +150,6 @@ static bool forked(const struct evexec_pool *pool)
 
 /* ---- queue (pool lock held) --------------------------------------------- */
 
-static void queue_push(struct evexec_pool *pool, struct evexec_cfuture *cf)
-{
-    cf->qnext = NULL;
-    if (pool->qtail)
-        pool->qtail->qnext = cf;
-    else
-        pool->qhead = cf;
-    pool->qtail = cf;
-    pool->queued++;
-    atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
-}
-
-static struct evexec_cfuture *queue_pop(struct evexec_pool *pool)
-{
-    struct evexec_cfuture *cf = pool->qhead;
-    if (!cf)
-        return NULL;
-    pool->qhead = cf->qnext;
-    if (!pool->qhead)
-        pool->qtail = NULL;
-    pool->queued--;
-    atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
-    return cf;
-}
-
 static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
 {
     struct evexec_cfuture *list = pool->qhead;
@@ -240,11 +159,7 @@ static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
     return list;
 }
 
-/* Empty the queue of tasks that cannot run (broken pool, no thread): each is
- * started here, so nobody can cancel it any more, and counted as failed (or
- * as cancelled if it was already); fail_list() then publishes the error
- * outside the lock. */
-static struct evexec_cfuture *queue_take_to_fail(struct evexec_pool *pool)
+struct evexec_cfuture *evexec__pool_take_to_fail(struct evexec_pool *pool)
 {
     struct evexec_cfuture *list = queue_take_all(pool);
     for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext) {
@@ -256,9 +171,7 @@ static struct evexec_cfuture *queue_take_to_fail(struct evexec_pool *pool)
     return list;
 }
 
-/* Empty the queue for shutdown(CANCEL_PENDING); cancel_list() then cancels
- * them outside the lock. */
-static struct evexec_cfuture *queue_take_to_cancel(struct evexec_pool *pool)
+struct evexec_cfuture *evexec__pool_take_to_cancel(struct evexec_pool *pool)
 {
     struct evexec_cfuture *list = queue_take_all(pool);
     for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext)
@@ -266,9 +179,7 @@ static struct evexec_cfuture *queue_take_to_cancel(struct evexec_pool *pool)
     return list;
 }
 
-/* Outside the lock: publish err on the tasks queue_take_to_fail() started,
- * drop the ones that were cancelled, and the queue's reference of each. */
-static void fail_list(struct evexec_cfuture *list, int err)
+void evexec__pool_fail_list(struct evexec_cfuture *list, int err)
 {
     while (list) {
         struct evexec_cfuture *cf = list;
@@ -280,7 +191,7 @@ static void fail_list(struct evexec_cfuture *list, int err)
     }
 }
 
-static void cancel_list(struct evexec_cfuture *list)
+void evexec__pool_cancel_list(struct evexec_cfuture *list)
 {
     while (list) {
         struct evexec_cfuture *cf = list;
@@ -341,9 +252,7 @@ static void join_list(struct evexec__list *list)
     }
 }
 
-/* Drop a reference to the memory of pool: its owner's (free, or the last
- * worker of an orphan) or a view's. */
-static void pool_unref(struct evexec_pool *pool)
+void evexec__pool_unref(struct evexec_pool *pool)
 {
     while (pool && atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1) {
         struct evexec_pool *parent = pool->parent;
@@ -392,8 +301,8 @@ static int spawn_worker(struct evexec_pool *pool)
 }
 
 /* Work is queued: make sure somebody will take it. Returns a list for
- * fail_list(.., EAGAIN) if no worker will look at the queue again and no
- * thread could be made. */
+ * evexec__pool_fail_list(.., EAGAIN) if no worker will look at the queue
+ * again and no thread could be made. */
 static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
 {
     if (pool->queued <= pool->nspinning +
@@ -411,7 +320,7 @@ static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
         return NULL; /* the busy workers come back to it; a leaving one dispatches it */
     if (spawn_worker(pool) == 0 || pool->nthreads > 0)
         return NULL; /* the workers that stay will get to it */
-    return queue_take_to_fail(pool);
+    return evexec__pool_take_to_fail(pool);
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -498,7 +407,7 @@ static bool worker_init(struct worker *w)
     if (!retry) {
         pool->broken = true;
         atomic_store(&pool->refusing, EVEXEC_EBROKEN);
-        list = queue_take_to_fail(pool);
+        list = evexec__pool_take_to_fail(pool);
     } else {
         unsigned shift = pool->init_streak < 10 ? pool->init_streak : 10;
         uint64_t delay = (uint64_t)1000000u << shift; /* 1 ms, doubling */
@@ -507,13 +416,13 @@ static bool worker_init(struct worker *w)
                               (delay < INIT_BACKOFF_MAX_NS ? delay : INIT_BACKOFF_MAX_NS);
         if (pool->ninit == 0 && ++pool->init_budget >= EVEXEC_POOL_INIT_RETRY_BUDGET) {
             pool->init_budget = 0;
-            list = queue_take_to_fail(pool);
+            list = evexec__pool_take_to_fail(pool);
             if (rc > 0)
                 err = rc;
         }
     }
     evexec__lock_release(&pool->lock);
-    fail_list(list, err);
+    evexec__pool_fail_list(list, err);
     return false;
 
 ready:
@@ -540,7 +449,7 @@ static void worker_runs_callbacks(void *ctx)
     atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
     struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
     evexec__lock_release(&pool->lock);
-    fail_list(failed, EAGAIN);
+    evexec__pool_fail_list(failed, EAGAIN);
 }
 
 /* Run one popped task. Lock held on entry and on return, not in between. */
@@ -633,7 +542,7 @@ static void worker_serve(struct worker *w)
     struct evexec_pool *pool = w->pool;
     evexec__lock_acquire(&pool->lock);
     for (;;) {
-        struct evexec_cfuture *cf = queue_pop(pool);
+        struct evexec_cfuture *cf = evexec__pool_queue_pop(pool);
         if (cf) {
             worker_run(w, cf);
             continue;
@@ -674,12 +583,12 @@ static void worker_leave(struct worker *w)
     if (last)
         evexec__word_wake(&pool->exit_word, true);
     evexec__lock_release(&pool->lock);
-    fail_list(failed, EAGAIN);
+    evexec__pool_fail_list(failed, EAGAIN);
     join_list(&to_join);
     if (orphan) {
         evexec__free(w);
         if (last)
-            pool_unref(pool);
+            evexec__pool_unref(pool);
     }
 }
 
@@ -698,269 +607,6 @@ static void *worker_main(void *arg)
     w->state = NULL;
     worker_leave(w);
     return NULL;
-}
-
-/* ---- views --------------------------------------------------------------- */
-
-/* Remove cf from the queue if it is still there (a refused submission
- * taking its task back). Lock held. */
-static bool queue_remove(struct evexec_pool *pool, struct evexec_cfuture *cf)
-{
-    struct evexec_cfuture *prev = NULL;
-    for (struct evexec_cfuture *it = pool->qhead; it; prev = it, it = it->qnext) {
-        if (it != cf)
-            continue;
-        if (prev)
-            prev->qnext = cf->qnext;
-        else
-            pool->qhead = cf->qnext;
-        if (pool->qtail == cf)
-            pool->qtail = prev;
-        pool->queued--;
-        atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
-        return true;
-    }
-    return false;
-}
-
-/* What a submission to view meets in its ancestors: 0, or the error of the
- * first one that stopped or broke. */
-static int ancestors_refuse(const struct evexec_pool *view)
-{
-    for (const struct evexec_pool *p = view->parent; p; p = p->parent) {
-        int err = atomic_load(&p->refusing);
-        if (err)
-            return err;
-    }
-    return 0;
-}
-
-/* A pump left the view (lock held). If it was the last, wake shutdown(WAIT)
- * waiters. Returns true if an orphaned view is to be freed now (after the
- * lock is released). */
-static bool view_pump_gone(struct evexec_pool *view)
-{
-    if (--view->npumps > 0)
-        return false;
-    evexec__word_wake(&view->exit_word, true);
-    return view->orphan;
-}
-
-/* The view's tasks that its last pump can no longer run (lock held): they
- * are cancelled if the parent cancelled the pump, or fail with the error
- * that refused or failed it. The caller finishes them with settle_list(). */
-static struct evexec_cfuture *view_take_stranded(struct evexec_pool *view, int err)
-{
-    if (view->npumps > 0 || !view->qhead)
-        return NULL;
-    return err == ECANCELED ? queue_take_to_cancel(view) : queue_take_to_fail(view);
-}
-
-static void settle_list(struct evexec_cfuture *list, int err)
-{
-    if (err == ECANCELED)
-        cancel_list(list);
-    else
-        fail_list(list, err);
-}
-
-/* A pump that never ran: cancelled or failed by the parent. */
-static void view_pump_lost(struct evexec_pool *view, int err)
-{
-    evexec__lock_acquire(&view->lock);
-    bool destroy = view_pump_gone(view);
-    struct evexec_cfuture *list = view_take_stranded(view, err);
-    evexec__lock_release(&view->lock);
-    settle_list(list, err);
-    if (destroy)
-        pool_unref(view);
-}
-
-/* on_done of a pump: told once, when the pump ran (its own loop then freed
- * the slot and the view may be gone: touch nothing) or when the parent
- * cancelled or failed it without running it. */
-static void pump_done(struct evexec_cfuture *pump)
-{
-    int state = atomic_load(&pump->state);
-    if (state == EVEXEC_CANCELLED)
-        view_pump_lost(pump->arg, ECANCELED);
-    else if (pump->error)
-        view_pump_lost(pump->arg, pump->error);
-    evexec_cfuture_release(pump); /* the reference held for on_done */
-}
-
-static int pump_run(void *arg, void **result);
-
-/* Queue a new pump for view in its parent. 0, or why the parent refused. */
-static int pump_start(struct evexec_pool *view)
-{
-    struct evexec_cfuture *pump = evexec__malloc(sizeof(*pump));
-    if (!pump)
-        return ENOMEM;
-    evexec__cfuture_init(pump, pump_run, view, NULL, 2); /* the queue + on_done */
-    pump->on_done = pump_done;
-    int err = evexec__pool_submit_cf(view->parent, pump);
-    if (err)
-        evexec__free(pump);
-    return err;
-}
-
-/* The work of a pump, on the parent's worker: run the view's tasks one at a
- * time, oldest first. Yield to the parent's other work by handing the slot
- * to a new pump at the back of its queue; if that fails, go on here. */
-static int pump_run(void *arg, void **result)
-{
-    (void)result;
-    struct evexec_pool *view = arg;
-    struct pump_frame frame = { view, current_pump };
-    current_pump = &frame;
-    evexec__lock_acquire(&view->lock);
-    struct evexec_cfuture *cf;
-    while ((cf = queue_pop(view))) {
-        bool started = evexec__cfuture_start(cf);
-        if (started)
-            view->started++;
-        else
-            view->cancelled++;
-        evexec__lock_release(&view->lock);
-        if (started) {
-            void *res = NULL;
-            int err = evexec__cfuture_execute(cf, &res);
-            atomic_fetch_add_explicit(&view->completed, 1, memory_order_relaxed);
-            evexec__cfuture_finish_release(cf, err, res, NULL, NULL);
-        } else {
-            evexec_cfuture_release(cf); /* the queue's reference */
-        }
-        if (atomic_load_explicit(&view->queued_hint, memory_order_relaxed) > 0 &&
-            atomic_load_explicit(&view->parent->queued_hint, memory_order_relaxed) > 0 &&
-            pump_start(view) == 0) {
-            current_pump = frame.outer;
-            return 0; /* the slot is the new pump's */
-        }
-        evexec__lock_acquire(&view->lock);
-    }
-    bool destroy = view_pump_gone(view);
-    evexec__lock_release(&view->lock);
-    current_pump = frame.outer;
-    if (destroy)
-        pool_unref(view);
-    return 0;
-}
-
-static int view_submit(struct evexec_pool *view, struct evexec_cfuture *cf)
-{
-    evexec__lock_acquire(&view->lock);
-    int err = view->stopping ? ESHUTDOWN : ancestors_refuse(view);
-    if (!err && view->cfg.max_queued && view->queued >= view->cfg.max_queued)
-        err = EAGAIN;
-    if (err) {
-        evexec__lock_release(&view->lock);
-        return err;
-    }
-    queue_push(view, cf);
-    view->submitted++;
-    bool need_pump = view->npumps < view->max_running;
-    if (need_pump)
-        view->npumps++;
-    evexec__lock_release(&view->lock);
-    /* Outside the view's lock: the parent may fail the pump at once (no
-     * thread), and pump_done takes this lock. */
-    if (!need_pump || (err = pump_start(view)) == 0)
-        return 0;
-    evexec__lock_acquire(&view->lock);
-    bool taken_back = queue_remove(view, cf);
-    if (taken_back)
-        view->submitted--;
-    bool destroy = view_pump_gone(view);
-    /* Tasks queued meanwhile, counting on this pump. */
-    struct evexec_cfuture *list = view_take_stranded(view, err);
-    evexec__lock_release(&view->lock);
-    settle_list(list, err);
-    if (destroy)
-        pool_unref(view);
-    return taken_back ? err : 0;
-}
-
-struct evexec_pool *evexec_pool_new_view(struct evexec_pool *parent,
-                                         const struct evexec_view_config *cfg)
-{
-    if (!parent || !cfg || cfg->max_running == 0) {
-        errno = EINVAL;
-        return NULL;
-    }
-    for (size_t i = 0; i < sizeof(cfg->reserved) / sizeof(cfg->reserved[0]); i++) {
-        if (cfg->reserved[i]) {
-            errno = EINVAL;
-            return NULL;
-        }
-    }
-    if (forked(parent)) {
-        errno = EVEXEC_EFORKED;
-        return NULL;
-    }
-    int err = atomic_load(&parent->refusing);
-    if (!err && parent->parent)
-        err = ancestors_refuse(parent);
-    if (err) {
-        errno = err;
-        return NULL;
-    }
-    struct evexec_pool *view = evexec__calloc(1, sizeof(*view));
-    if (!view)
-        return NULL;
-    view->parent = parent;
-    view->max_running = cfg->max_running;
-    view->cfg.max_queued = cfg->max_queued;
-    view->fork_gen = evexec__fork_gen();
-    atomic_init(&view->refs, 1);
-    evexec__list_init(&view->idle);
-    evexec__list_init(&view->live);
-    evexec__list_init(&view->zombies);
-    atomic_fetch_add_explicit(&parent->refs, 1, memory_order_relaxed);
-    return view;
-}
-
-struct evexec_pool *evexec_pool_new_limited(struct evexec_pool *parent, unsigned max_running)
-{
-    struct evexec_view_config cfg = { .max_running = max_running };
-    return evexec_pool_new_view(parent, &cfg);
-}
-
-static int view_shutdown(struct evexec_pool *view, unsigned flags)
-{
-    evexec__lock_acquire(&view->lock);
-    view->stopping = true;
-    atomic_store(&view->refusing, ESHUTDOWN);
-    struct evexec_cfuture *cancelled = NULL;
-    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
-        cancelled = queue_take_to_cancel(view);
-    evexec__lock_release(&view->lock);
-    cancel_list(cancelled);
-    if (!(flags & EVEXEC_SHUTDOWN_WAIT))
-        return 0;
-    /* No pump left means nothing queued here, in the parent or running. */
-    evexec__lock_acquire(&view->lock);
-    while (view->npumps > 0) {
-        unsigned seen = atomic_load_explicit(&view->exit_word, memory_order_relaxed);
-        evexec__lock_release(&view->lock);
-        evexec__word_wait(&view->exit_word, seen, NULL);
-        evexec__lock_acquire(&view->lock);
-    }
-    evexec__lock_release(&view->lock);
-    return 0;
-}
-
-/* Freed from one of its own tasks: cancel what is queued and let the last
- * pump free it. */
-static void view_orphan(struct evexec_pool *view)
-{
-    view_shutdown(view, EVEXEC_SHUTDOWN_CANCEL_PENDING);
-    evexec__lock_acquire(&view->lock);
-    view->orphan = true;
-    bool destroy = view->npumps == 0;
-    evexec__lock_release(&view->lock);
-    if (destroy)
-        pool_unref(view);
 }
 
 /* ---- per-worker state ----------------------------------------------------- */
@@ -987,8 +633,8 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
 {
     if (forked(pool))
         return EVEXEC_EFORKED;
-    if (pool->parent)
-        return view_submit(pool, cf);
+    if (pool->view_ops)
+        return pool->view_ops->submit(pool, cf);
     evexec__lock_acquire(&pool->lock);
     int err = 0;
     if (pool->broken)
@@ -1001,11 +647,11 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
         evexec__lock_release(&pool->lock);
         return err;
     }
-    queue_push(pool, cf);
+    evexec__pool_queue_push(pool, cf);
     pool->submitted++;
     struct evexec_cfuture *failed = dispatch(pool);
     evexec__lock_release(&pool->lock);
-    fail_list(failed, EAGAIN);
+    evexec__pool_fail_list(failed, EAGAIN);
     return 0;
 }
 
@@ -1034,7 +680,7 @@ struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool, evexec_work_
 }
 
 /* Stop accepting work and wake every parked worker. Returns what
- * CANCEL_PENDING took from the queue, for cancel_list(). */
+ * CANCEL_PENDING took from the queue, for evexec__pool_cancel_list(). */
 static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned flags)
 {
     struct evexec_cfuture *cancelled = NULL;
@@ -1043,7 +689,7 @@ static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned 
     if (!pool->broken)
         atomic_store(&pool->refusing, ESHUTDOWN);
     if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
-        cancelled = queue_take_to_cancel(pool);
+        cancelled = evexec__pool_take_to_cancel(pool);
     /* Parked workers, and workers waiting out an init backoff. */
     for (struct evexec__list *n = pool->live.next; n != &pool->live; n = n->next)
         evexec__word_wake(&evexec__list_entry(n, struct worker, node)->wake_word, false);
@@ -1087,9 +733,9 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
         return EVEXEC_EFORKED;
     if ((flags & EVEXEC_SHUTDOWN_WAIT) && inside_own_task(pool))
         return EDEADLK;
-    if (pool->parent)
-        return view_shutdown(pool, flags);
-    cancel_list(begin_shutdown(pool, flags));
+    if (pool->view_ops)
+        return pool->view_ops->shutdown(pool, flags);
+    evexec__pool_cancel_list(begin_shutdown(pool, flags));
     if (flags & EVEXEC_SHUTDOWN_WAIT)
         wait_all_joined(pool);
     return 0;
@@ -1097,11 +743,11 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
 
 void evexec__pool_orphan(struct evexec_pool *pool)
 {
-    if (pool->parent) {
-        view_orphan(pool);
+    if (pool->view_ops) {
+        pool->view_ops->orphan(pool);
         return;
     }
-    cancel_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING));
+    evexec__pool_cancel_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING));
     evexec__lock_acquire(&pool->lock);
     pool->orphan = true;
     for (struct evexec__list *n = pool->live.next; n != &pool->live; n = n->next)
@@ -1112,7 +758,7 @@ void evexec__pool_orphan(struct evexec_pool *pool)
     evexec__lock_release(&pool->lock);
     join_list(&zombies); /* already exited: this does not wait for work */
     if (none_left)
-        pool_unref(pool);
+        evexec__pool_unref(pool);
 }
 
 void evexec_pool_free(struct evexec_pool *pool)
@@ -1127,7 +773,7 @@ void evexec_pool_free(struct evexec_pool *pool)
         return;
     }
     evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT);
-    pool_unref(pool);
+    evexec__pool_unref(pool);
 }
 
 int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *stats)

@@ -10,6 +10,8 @@
 #   sync     common
 #   cfuture  common sync                       the executor half:
 #   pool     common sync cfuture               no loop, no libevent
+#   view     common sync cfuture pool          (pool.c reaches views only
+#                                              through pointers view.c sets)
 #   loop     common sync libevent              a plain scheduler
 #   future   common sync loop
 #   combine  common sync loop future libevent  loop-side combinators
@@ -26,6 +28,7 @@ allowed() {
     sync) echo "common" ;;
     cfuture) echo "common sync" ;;
     pool) echo "common sync cfuture" ;;
+    view) echo "common sync cfuture pool" ;;
     loop) echo "common sync libevent" ;;
     future) echo "common sync loop" ;;
     combine) echo "common sync loop future libevent" ;;

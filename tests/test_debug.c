@@ -221,6 +221,19 @@ Test(debug, pool_free_from_its_own_worker_aborts, .signal = SIGABRT)
     (void)evexec_cfuture_wait(cf, 30000);
 }
 
+/* A view's task runs on the parent's worker, not one of the view's: the
+ * check must know the view's tasks all the same. */
+Test(debug, pool_free_of_a_view_from_its_own_task_aborts, .signal = SIGABRT)
+{
+    struct evexec_pool *pool = evexec_pool_new(NULL);
+    cr_assert_not_null(pool);
+    struct evexec_pool *view = evexec_pool_new_limited(pool, 1);
+    cr_assert_not_null(view);
+    struct evexec_cfuture *cf = evexec_pool_submit(view, work_free_own_pool, view, NULL);
+    cr_assert_not_null(cf);
+    (void)evexec_cfuture_wait(cf, 30000);
+}
+
 /* The rules allow these from any thread: no abort, and they work. */
 static int posted_runs;
 

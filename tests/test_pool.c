@@ -1752,6 +1752,36 @@ Test(pool, init_retry_queued_work_fails_with_the_hooks_error_only_when_no_worker
     evexec_pool_free(pool);
 }
 
+Test(pool, init_retry_a_hook_returning_a_negative_value_fails_the_queued_work_with_evexec_ebroken)
+{
+    struct flaky_init f = { .fail_first = -1, .code = -1 };
+    struct evexec_pool_config cfg = {
+        .max_workers = 1, .flags = EVEXEC_POOL_INIT_RETRY,
+        .thread_init = flaky_thread_init, .thread_ctx = &f,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    atomic_int runs = 0;
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(cf);
+    /* A negative value is no error code to hand the task. */
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), EVEXEC_EBROKEN);
+    evexec_cfuture_release(cf);
+    struct evexec_pool_stats st = stats_of(pool);
+    cr_assert_geq(st.init_failures, EVEXEC_POOL_INIT_RETRY_BUDGET);
+    cr_assert_eq(st.last_init_error, -1);
+    cr_assert_eq(st.failed, 1);
+    assert_balanced(&st, "budget spent");
+    /* EVEXEC_EBROKEN here does not mean broken: the pool takes work again. */
+    atomic_store(&f.heal, true);
+    cf = evexec_pool_submit(pool, count_task, &runs, NULL);
+    cr_assert_not_null(cf, "an init-retry pool refused work: %s", evexec_strerror(errno));
+    cr_assert_eq(evexec_cfuture_result(cf, HANG_BOUND_MS, NULL), 0);
+    evexec_cfuture_release(cf);
+    cr_assert_eq(atomic_load(&runs), 1);
+    evexec_pool_free(pool);
+}
+
 Test(pool, init_retry_work_waits_for_the_initialised_worker_while_new_ones_fail)
 {
     struct flaky_init f = { .fail_after = 1, .code = EBUSY }; /* only the first succeeds */

@@ -864,6 +864,45 @@ Test(view, bad_arguments_to_new_limited_and_new_view_are_einval)
     evexec_pool_free(pool);
 }
 
+/* Two levels up: the view in between is still open, so the refusal can only
+ * come from the root. */
+Test(view, a_view_whose_grandparent_shut_down_or_broke_refuses_new_views_and_work_with_its_error)
+{
+    struct evexec_pool *stopped = pool_of(1);
+    struct evexec_pool *middle = limited(stopped, 2);
+    struct evexec_pool *inner = limited(middle, 1);
+    cr_assert_eq(evexec_pool_shutdown(stopped, 0), 0);
+    errno = 0;
+    cr_assert_null(evexec_pool_new_limited(inner, 1));
+    cr_assert_eq(errno, ESHUTDOWN);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(inner, noop_task, NULL, NULL));
+    cr_assert_eq(errno, ESHUTDOWN);
+    evexec_pool_free(inner);
+    evexec_pool_free(middle);
+    evexec_pool_free(stopped);
+
+    struct evexec_pool_config cfg = { .max_workers = 1, .thread_init = failing_init };
+    struct evexec_pool *broken = evexec_pool_new(&cfg);
+    cr_assert_not_null(broken);
+    middle = limited(broken, 2);
+    inner = limited(middle, 1);
+    /* The first task's worker fails its init and breaks the root. */
+    struct evexec_cfuture *first = evexec_pool_submit(broken, noop_task, NULL, NULL);
+    cr_assert_not_null(first);
+    cr_assert_eq(evexec_cfuture_result(first, HANG_BOUND_MS, NULL), EVEXEC_EBROKEN);
+    errno = 0;
+    cr_assert_null(evexec_pool_new_limited(inner, 1));
+    cr_assert_eq(errno, EVEXEC_EBROKEN);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(inner, noop_task, NULL, NULL));
+    cr_assert_eq(errno, EVEXEC_EBROKEN);
+    evexec_cfuture_release(first);
+    evexec_pool_free(inner);
+    evexec_pool_free(middle);
+    evexec_pool_free(broken);
+}
+
 struct self_free {
     struct evexec_pool *view;
     struct gate *gate;
