@@ -5,7 +5,7 @@
 # configure found libuv). They are EXTRA_PROGRAMS: plain `make` and
 # `make check` never build them; these targets do:
 #
-#   make bench        full run: W1-W4, 5 rounds, evexec and libuv alternating
+#   make bench        full run: W1-W8, 5 rounds, evexec and libuv alternating
 #   make bench-quick  tiny sizes, 1 round (what .ci/run uses; never judged)
 #   make bench-extra  W1 pool=2 extras: wakeups (strace), allocations,
 #                     instructions (callgrind), peak RSS, profile
@@ -61,4 +61,5 @@ bench-clean:
 BASH = bash
 .PHONY: bench bench-quick bench-extra bench-clean
 CLEANFILES += bench/bench_evexec bench/bench_uv bench/alloc_count.so
-EXTRA_DIST += bench/run bench/summarize.awk bench/profile-diff.awk bench/README.md bench/alloc_count.c
+EXTRA_DIST += bench/run bench/summarize.awk bench/plot-svg.awk bench/profile-diff.awk \
+	bench/README.md bench/alloc_count.c
