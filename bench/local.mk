@@ -1,4 +1,4 @@
-# bench/local.mk -- the benchmark harness of bench/ (issue #6).
+# bench/local.mk -- the benchmark harness of bench/ (bench/README.md).
 #
 # Two programs built from one workload source (bench/workloads.c) and one
 # driver each: bench/bench_evexec (always) and bench/bench_uv (only when
