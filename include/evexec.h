@@ -388,6 +388,10 @@ struct evexec_loop_stats {
      *  (it was closed or broken behind the library's back); debug builds
      *  abort instead. The callbacks stay queued and run with the next wakeup. */
     uint64_t wakeup_errors;
+    /** Passes stopped at their time budget (about 200 us of callbacks), the
+     *  rest of their callbacks left for the next pass so that libevent polls
+     *  and runs its due timers in between. */
+    uint64_t passes_cut;
     uint64_t reserved[8];     /**< room to grow without an ABI break; zero */
 };
 

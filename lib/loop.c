@@ -279,6 +279,26 @@ static void spin_for_completions(struct evexec_loop *loop)
     evexec__backoff_outcome(&loop->spin_backoff, caught);
 }
 
+/* Callbacks run between two looks at the clock. */
+#define PASS_CHECK_EVERY 16
+
+/* The pass ran out of time: what is left of the batch runs first on the
+ * next pass, before what was queued meanwhile, after libevent has polled and
+ * run its due timers. */
+static void cut_pass(struct evexec_loop *loop)
+{
+    if (loop->ready_head) {
+        *loop->batch_tail = loop->ready_head;
+        loop->batch_tail = loop->ready_tail;
+    }
+    loop->ready_head = loop->batch_head;
+    loop->ready_tail = loop->batch_tail;
+    loop->batch_head = NULL;
+    loop->batch_tail = &loop->batch_head;
+    loop->passes_cut++;
+    schedule_run(loop);
+}
+
 static void drain(struct evexec_loop *loop, bool readable)
 {
     atomic_store(&loop->draining, true);
@@ -291,6 +311,9 @@ static void drain(struct evexec_loop *loop, bool readable)
     loop->ready_head = NULL;
     loop->ready_tail = &loop->ready_head;
     loop->in_drain = true;
+    uint64_t start = evexec__now_ns();
+    bool long_pass = false;
+    unsigned ran = 0;
     while (loop->batch_head) {
         struct evexec__handle *h = loop->batch_head;
         loop->batch_head = h->next;
@@ -300,11 +323,22 @@ static void drain(struct evexec_loop *loop, bool readable)
         h->run(h, false);
         if (evexec__loop_closed(loop))
             return; /* a callback freed the loop: its memory lives until we return */
+        /* Bound the pass by time, not only by count: a flood of completions
+         * must not hold a due timer (or I/O) for longer than the budget. */
+        if (++ran % PASS_CHECK_EVERY == 0 && loop->batch_head &&
+            evexec__now_ns() - start >= loop->pass_budget_ns) {
+            cut_pass(loop);
+            long_pass = true;
+            break;
+        }
     }
     loop->drains++;
 
-    if (loop->spin_ns && loop->in_flight > 0 && !loop->ready_head &&
+    /* No spin after a long pass: libevent may have a timer due, and it only
+     * learns of it once the loop returns to it. */
+    if (!long_pass && loop->spin_ns && loop->in_flight > 0 && !loop->ready_head &&
         atomic_load_explicit(&loop->foreign, memory_order_relaxed) == NULL &&
+        evexec__now_ns() - start < loop->pass_budget_ns &&
         evexec__backoff_ready(&loop->spin_backoff))
         spin_for_completions(loop);
 
@@ -365,6 +399,7 @@ struct evexec_loop *evexec_loop_new(struct event_base *base)
     atomic_init(&loop->refs, 1);
     if (evexec__cpus_allowed() > 1)
         loop->spin_ns = EVEXEC_DEFAULT_LOOP_SPIN_US * 1000u;
+    loop->pass_budget_ns = EVEXEC__PASS_BUDGET_US * 1000u;
     loop->wake_ev = event_new(base, loop->wake_rfd, EV_READ | EV_PERSIST, on_wake, loop);
     loop->run_ev = event_new(base, -1, 0, on_run, loop);
     if (!loop->wake_ev || !loop->run_ev) {
@@ -572,6 +607,7 @@ int evexec_loop_get_stats(struct evexec_loop *loop, struct evexec_loop_stats *st
     stats->spins = loop->spins;
     stats->spins_missed = loop->spins_missed;
     stats->wakeup_errors = atomic_load_explicit(&loop->wakeup_errors, memory_order_relaxed);
+    stats->passes_cut = loop->passes_cut;
     return 0;
 }
 

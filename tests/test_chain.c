@@ -29,15 +29,6 @@
 
 #include <event2/event.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #include "evexec.h"
 
 #define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
@@ -419,11 +410,6 @@ Test(chain, cancel_running_chained_future_requests_cancel_and_frees_late_result_
     evexec_pool_free(pool);
     cr_assert_eq(atomic_load(&results_freed), 1, "the late result was freed twice");
     free_loop();
-}
-
-Test(chain, cancel_requested_is_false_outside_work_functions)
-{
-    cr_assert(!evexec_cancel_requested());
 }
 
 Test(chain, in_flight_counts_undelivered_chains)

@@ -573,11 +573,6 @@ Test(misuse, cfuture_result_before_done_times_out_and_cancel_after_done_is_false
     gate_destroy(&g);
 }
 
-Test(misuse, cancel_requested_is_false_outside_work_functions)
-{
-    cr_assert_eq(evexec_cancel_requested(), false);
-}
-
 /* ---- after shutdown ----------------------------------------------------- */
 
 static int work_shutdown_wait_own_pool(void *arg, void **result)

@@ -38,15 +38,6 @@
 
 #include "evexec.h"
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 TestSuite(teardown, .timeout = 120, .fini = fail_on_leaks);
 
 /* ---- helpers (sleep_ms, HANG_BOUND_MS and the gate: testutil.h) -------- */
@@ -274,7 +265,7 @@ static int work_nothing(void *arg, void **result)
     return 0;
 }
 
-/* Regression (BUG 1 of notes/reliability.md, fixed in 5203488/10b7559): a
+/* Regression (a bug fixed in commits 5203488 and 10b7559): a
  * worker still inside its post while the loop already delivered the
  * completion, the program released the future and freed the loop. Two
  * workers completing together make the window wide; ASan sees the rest. */

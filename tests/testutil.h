@@ -29,6 +29,17 @@
 
 #include "evexec.h"
 
+/* RUNNING_ON_VALGRIND: true under valgrind, where tests scale their loops
+ * down (memcheck is some fifty times slower). */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 /* Upper bound on any wait for another thread: far above what a loaded
  * machine needs, below the Criterion timeouts, so a hang fails a test
  * instead of blocking it. */
