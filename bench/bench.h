@@ -1,13 +1,14 @@
 /*
- * bench.h -- the interface between the workloads (bench/workloads.c, one
- * source for every library; bench/README.md defines them) and a library
- * driver (bench/driver_evexec.c, bench/driver_uv.c). A driver knows how to
+ * bench.h -- the interface between the harness and its workloads
+ * (bench/harness.c, bench/w*.c: one source for every library;
+ * bench/README.md defines the workloads) and a library driver
+ * (bench/driver_evexec.c, bench/driver_uv.c). A driver knows how to
  * make one pool of exactly N workers, any number of loops that share it
  * (each run by the thread that made it), run a job on the pool -- or on a
  * limited view of it, where the library has one -- and call the job back on
  * its loop's thread, run a repeating timer on a loop, and run a loop.
  * Everything else -- clocks, counters, job allocation, the workloads
- * themselves -- lives in workloads.c, so the libraries are measured by the
+ * themselves -- lives in the harness, so the libraries are measured by the
  * same code and the only difference is the library.
  */
 #ifndef BENCH_H
@@ -94,7 +95,7 @@ const char *drv_describe(void);
 /* Tear the view and the pool down, once every loop is freed. */
 void drv_fini(void);
 
-/* ---- implemented by workloads.c ---------------------------------------- */
+/* ---- implemented by harness.c ------------------------------------------ */
 
 /* Print a message and exit(2). */
 void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
