@@ -35,8 +35,11 @@
  *     message naming the function when this rule is broken.
  *   - The library never calls libevent from a worker thread, so it works with
  *     or without evthread_use_pthreads().
- *   - Workers block every signal; the program's handlers and libevent's
- *     signal events keep running on the loop thread.
+ *   - Workers block the asynchronous signals, so the program's handlers and
+ *     libevent's signal events keep running on the loop thread; the
+ *     synchronous fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+ *     SIGSYS) stay unblocked, so a crash in a task reaches the program's
+ *     crash handler (or a sanitizer's report).
  *
  * See evexec(7) for the whole picture.
  */
@@ -128,10 +131,14 @@ struct evexec_pool_config {
     unsigned    idle_timeout_ms;  /**< idle workers above min exit after this; 0 → 10000 */
     size_t      max_queued;       /**< queued (not yet running) tasks; 0 → unbounded */
     const char *thread_name;      /**< worker thread name prefix; NULL → "evexec" */
-    /** Run once by each worker before its first task; nonzero → the pool is
-     *  broken: queued and later tasks fail with EVEXEC_EBROKEN. */
+    /** Run once by each worker before its first task; it may give the worker
+     *  a state of its own with evexec_worker_set_state() and learn its index
+     *  with evexec_worker_index(). Nonzero → the pool is broken: queued and
+     *  later tasks fail with EVEXEC_EBROKEN; with EVEXEC_POOL_INIT_RETRY only
+     *  this worker fails, and a later one retries. */
     int  (*thread_init)(void *ctx);
-    /** Run once by each worker as it exits (not if its thread_init failed). */
+    /** Run once by each worker as it exits (not if its thread_init failed);
+     *  evexec_worker_state() gives it the worker's state back to close. */
     void (*thread_exit)(void *ctx);
     void       *thread_ctx;       /**< passed to thread_init and thread_exit */
     /* Fields below go beyond the basic configuration; zero still means default. */
@@ -144,6 +151,10 @@ struct evexec_pool_config {
     int         worker_nice;
     /** EVEXEC_POOL_* flags. */
     unsigned    flags;
+    /** Room for fields to come without an ABI break: must be zero
+     *  (evexec_pool_new() fails with EINVAL otherwise, so a program that
+     *  sets a field this version does not know learns it). */
+    uintptr_t   reserved[8];
 };
 
 /** Default of evexec_pool_config.spin_us. */
@@ -159,6 +170,17 @@ struct evexec_pool_config {
  *  when no normal thread of any process wants it: for a machine that runs
  *  little else. */
 #define EVEXEC_POOL_SCHED_IDLE     0x4u
+/** Flag: a failed thread_init fails only its worker, which exits (without
+ *  thread_exit); the next worker retries after a backoff (1 ms, doubling up
+ *  to 1 s, reset by a success). Queued tasks wait for a worker that
+ *  initialised; they fail with the hook's return value (EVEXEC_EBROKEN if it
+ *  is not positive) only when no initialised worker is alive and
+ *  EVEXEC_POOL_INIT_RETRY_BUDGET inits in a row failed -- the count then
+ *  starts again for the tasks that come next. The pool never breaks. */
+#define EVEXEC_POOL_INIT_RETRY     0x8u
+/** Failed inits in a row, with no initialised worker alive, after which the
+ *  queued tasks of an EVEXEC_POOL_INIT_RETRY pool fail. */
+#define EVEXEC_POOL_INIT_RETRY_BUDGET 8
 
 /** evexec_pool_shutdown() flag: join every worker before returning. */
 #define EVEXEC_SHUTDOWN_WAIT           0x1u
@@ -185,8 +207,9 @@ struct evexec_cfuture;
  *   with evexec_cfuture_release()), or NULL with errno EINVAL (NULL pool or
  *   fn), ESHUTDOWN (after evexec_pool_shutdown), EAGAIN (max_queued reached),
  *   EVEXEC_EBROKEN (a thread_init failed), EVEXEC_EFORKED, ENOMEM.
- * If no worker thread exists and none can be created, the future fails with
- * EAGAIN. Any thread.
+ * If no worker thread will look at the queue again and none can be created,
+ * the future fails with EAGAIN (counted in evexec_pool_stats.failed). Any
+ * thread.
  */
 EVEXEC_EXPORT struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool,
     evexec_work_fn fn, void *arg, evexec_free_fn free_result) EVEXEC_WARN_UNUSED;
@@ -208,20 +231,89 @@ EVEXEC_EXPORT int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
  */
 EVEXEC_EXPORT void evexec_pool_free(struct evexec_pool *pool);
 
-/** Counters of a pool, read with evexec_pool_get_stats(). */
+/**
+ * Counters of a pool, read with evexec_pool_get_stats(). Tasks are counted
+ * when they leave the queue, all under one lock, so every read balances:
+ * submitted == completed + cancelled + failed + queued + running.
+ */
 struct evexec_pool_stats {
     unsigned threads;        /**< worker threads alive now */
     unsigned idle;           /**< of which waiting for work */
-    size_t   queued;         /**< tasks queued, not yet taken by a worker */
+    size_t   queued;         /**< tasks queued, not yet taken by a worker
+                                  (a cancelled one stays until a worker drops it) */
     uint64_t submitted;      /**< tasks accepted since creation */
     uint64_t completed;      /**< tasks run to completion (success or error) */
     uint64_t cancelled;      /**< tasks cancelled before they ran */
     uint64_t threads_started;/**< worker threads created since creation */
+    uint64_t failed;         /**< tasks failed without running: EAGAIN (no
+                                  thread) or EVEXEC_EBROKEN (broken pool) */
+    unsigned running;        /**< tasks a worker runs now */
+    uint64_t init_failures;  /**< thread_init calls that failed */
+    int      last_init_error;/**< what the last failed thread_init returned; 0 none */
+    uint64_t reserved[8];    /**< room to grow without an ABI break; zero */
 };
 
-/** Fill *stats. @return 0, EINVAL, EVEXEC_EFORKED. Any thread. */
+/** Fill *stats. A view has no threads of its own: its threads, idle and
+ *  threads_started are 0, its parent counts the turns its tasks take.
+ *  @return 0, EINVAL, EVEXEC_EFORKED. Any thread. */
 EVEXEC_EXPORT int evexec_pool_get_stats(struct evexec_pool *pool,
                                         struct evexec_pool_stats *stats);
+
+/**
+ * Configuration of a view (evexec_pool_new_view). Unlike the pool's, a zero
+ * max_running is an error: say how many of its tasks may run at once.
+ */
+struct evexec_view_config {
+    unsigned  max_running;    /**< at most this many of its tasks run at once; >= 1 */
+    size_t    max_queued;     /**< its queued tasks; 0 → unbounded */
+    uintptr_t reserved[6];    /**< must be zero (EINVAL otherwise) */
+};
+
+/**
+ * A view of parent: a struct evexec_pool with a FIFO queue of its own whose
+ * tasks run on parent's threads, at most max_running at once. With 1 it is
+ * a serial queue (a strand): each task starts after the previous one
+ * finished (its done callbacks included), in submission order, and sees its
+ * memory. With more, tasks start in the order of the queue and finish in
+ * any order. Every pool function works on it: submit, run_in_executor,
+ * cancel (a queued task never runs), shutdown (WAIT waits for the view's
+ * tasks, not for the parent's threads), stats, free. Views of views nest.
+ * Freeing the parent first is safe: its shutdown runs the tasks the views
+ * had queued (or cancels them, with CANCEL_PENDING); the views then refuse
+ * work with ESHUTDOWN, and the parent's memory lives until the last view is
+ * freed. Tasks a view accepted but can no longer hand to its parent fail
+ * with the parent's error (ESHUTDOWN, EVEXEC_EBROKEN, EAGAIN, ENOMEM) or are
+ * cancelled if the parent cancelled them. Tasks of a view see the parent's
+ * worker in evexec_worker_state() and evexec_worker_index().
+ * @return the view, or NULL with errno EINVAL (NULL parent, max_running 0),
+ *   ESHUTDOWN or EVEXEC_EBROKEN (parent, or one of its ancestors, shut down
+ *   or broken), EVEXEC_EFORKED, ENOMEM. Free it with evexec_pool_free().
+ *   Any thread.
+ */
+EVEXEC_EXPORT struct evexec_pool *evexec_pool_new_limited(struct evexec_pool *parent,
+                                                          unsigned max_running)
+    EVEXEC_WARN_UNUSED;
+
+/** As evexec_pool_new_limited(), with a configuration (copied): a bound on
+ *  the view's queue (a submission beyond it fails with EAGAIN). EINVAL also
+ *  for a NULL cfg or a nonzero reserved field. */
+EVEXEC_EXPORT struct evexec_pool *evexec_pool_new_view(struct evexec_pool *parent,
+    const struct evexec_view_config *cfg) EVEXEC_WARN_UNUSED;
+
+/**
+ * Per-worker state: give the calling worker a pointer of its own (typically
+ * in thread_init: a connection, a buffer). Outside a worker thread it does
+ * nothing. The library never looks at it; close it in thread_exit.
+ */
+EVEXEC_EXPORT void evexec_worker_set_state(void *state);
+/** The calling worker's state (NULL until set), in work functions, done
+ *  callbacks that run on a worker, thread_init and thread_exit; NULL on any
+ *  other thread. On a view's task: the state of the parent's worker. */
+EVEXEC_EXPORT void *evexec_worker_state(void);
+/** The calling worker's index: in [0, max_workers), the lowest free one when
+ *  the worker was made, reused once a worker has exited (so "worker 0 is the
+ *  writer" works). UINT_MAX outside a worker thread. */
+EVEXEC_EXPORT unsigned evexec_worker_index(void);
 /**@}*/
 
 /* ------------------------------------------------------------------------ */

@@ -91,8 +91,9 @@ static bool is_done(int state)
     return state == EVEXEC_FINISHED || state == EVEXEC_CANCELLED;
 }
 
-/* The state is final: tell the chain, or wake waiters and run callbacks. */
-static void complete(struct evexec_cfuture *cf)
+/* The state is final: tell the chain, or wake waiters and run callbacks
+ * (telling before_callbacks first, if there are any). */
+static void complete(struct evexec_cfuture *cf, void (*before_callbacks)(void *ctx), void *ctx)
 {
     if (cf->on_done) {
         /* A cfuture with on_done is private to whoever set it (chain.c): it
@@ -111,6 +112,8 @@ static void complete(struct evexec_cfuture *cf)
     if (flags & EVEXEC__CF_WAITERS)
         pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
+    if (list && before_callbacks)
+        before_callbacks(ctx);
     while (list) {
         struct evexec__cb_node *n = list;
         list = n->next;
@@ -125,7 +128,8 @@ bool evexec__cfuture_start(struct evexec_cfuture *cf)
     return atomic_compare_exchange_strong(&cf->state, &expected, EVEXEC_RUNNING);
 }
 
-static void finish(struct evexec_cfuture *cf, int err, void *result)
+static void finish(struct evexec_cfuture *cf, int err, void *result,
+                   void (*before_callbacks)(void *ctx), void *ctx)
 {
     if (err != 0 && result != NULL) {
         /* An error wins; a result stored anyway is not lost, it is freed. */
@@ -136,7 +140,7 @@ static void finish(struct evexec_cfuture *cf, int err, void *result)
     cf->error = err;
     cf->result = result;
     atomic_store(&cf->state, EVEXEC_FINISHED);
-    complete(cf);
+    complete(cf, before_callbacks, ctx);
 }
 
 int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result)
@@ -148,17 +152,18 @@ int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result)
     return err;
 }
 
-void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *result)
+void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *result,
+                                    void (*before_callbacks)(void *ctx), void *ctx)
 {
     if (cf->on_done) {
         /* The owner of on_done holds a reference until it has been told, so
          * the caller's can go first; the last reference is then dropped on
          * the owner's side (the loop thread, which recycles the block). */
         evexec__cfuture_unref(cf);
-        finish(cf, err, result);
+        finish(cf, err, result, NULL, NULL);
         return;
     }
-    finish(cf, err, result);
+    finish(cf, err, result, before_callbacks, ctx);
     evexec_cfuture_release(cf);
 }
 
@@ -166,7 +171,7 @@ bool evexec__cfuture_fail(struct evexec_cfuture *cf, int err)
 {
     if (!evexec__cfuture_start(cf))
         return false;
-    finish(cf, err, NULL);
+    finish(cf, err, NULL, NULL, NULL);
     return true;
 }
 
@@ -222,7 +227,7 @@ bool evexec_cfuture_cancel(struct evexec_cfuture *cf)
             if (atomic_compare_exchange_weak(&cf->state, &state, EVEXEC_CANCELLED)) {
                 /* The pool's queue still holds the task; a worker that reaches
                  * it fails to start it and drops it. */
-                complete(cf);
+                complete(cf, NULL, NULL);
                 return true;
             }
         }

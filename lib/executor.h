@@ -52,8 +52,12 @@ bool evexec__cfuture_start(struct evexec_cfuture *cf);
  * works inside). Its outcome is published by evexec__cfuture_finish_release. */
 int evexec__cfuture_execute(struct evexec_cfuture *cf, void **result);
 /* Publish the outcome, complete the future and drop the caller's reference,
- * at the moment that lets the other holder drop the last one. */
-void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *result);
+ * at the moment that lets the other holder drop the last one. If done
+ * callbacks are to run, before_callbacks(ctx) (may be NULL) is called first,
+ * in this thread: the pool learns that its worker is about to run user code
+ * and must no longer count as coming back to the queue. */
+void evexec__cfuture_finish_release(struct evexec_cfuture *cf, int err, void *result,
+                                    void (*before_callbacks)(void *ctx), void *ctx);
 /* Fail a task that could not be run (pool broken, no thread): PENDING ->
  * FINISHED with err. False (no-op) if it was cancelled meanwhile. */
 bool evexec__cfuture_fail(struct evexec_cfuture *cf, int err);

@@ -3,27 +3,58 @@
  *
  * One lock (pool->lock, a futex mutex from sync.c) guards the queue, the
  * worker lists and the counters. Workers are made lazily, one per submission
- * that finds nobody to take it, up to max_workers. A worker with nothing to
- * do first spins for a few tens of microseconds (a cross-CPU wakeup costs
- * more than that on a small VM) -- one worker at a time, and never when the
- * process may use only one CPU -- then parks on a wait word of its own in
- * the idle stack. A submitter claims the most recently parked worker and signals only that one, so the
- * workers at the bottom of the stack stay idle long enough to time out and
- * exit (above min_workers).
+ * that finds nobody to take it, up to max_workers threads alive. A worker
+ * with nothing to do first spins for a few tens of microseconds (a cross-CPU
+ * wakeup costs more than that on a small VM) -- one worker at a time, and
+ * never when the process may use only one CPU -- then parks on a wait word
+ * of its own in the idle stack. A submitter claims the most recently parked
+ * worker and signals only that one, so the workers at the bottom of the
+ * stack stay idle long enough to time out and exit (above min_workers).
+ *
+ * Who will take a queued task: a spinning worker, a worker coming back from
+ * a task ("returning": it counts itself before it publishes the outcome, so
+ * whoever that outcome wakes and submits again finds it counted), a claimed
+ * idle worker, or a new thread. A returning worker about to run done
+ * callbacks -- user code, which may block or wait for the pool -- stops
+ * counting itself and dispatches what it was counted for. A worker that
+ * decided to exit counts for nothing; when it leaves it dispatches what is
+ * still queued, so no task waits for a thread that is gone.
  *
  * Cancellation never touches the queue: a cancelled task stays queued until
  * a worker pops it, fails the PENDING -> RUNNING transition and drops it.
+ * Every task is counted as it leaves the queue, under the lock, so the
+ * statistics balance at every read.
+ *
+ * A failed thread_init breaks the pool, or, with EVEXEC_POOL_INIT_RETRY,
+ * fails only that worker: the next one waits a backoff (1 ms doubling up to
+ * 1 s) before its own init, and the queue fails with the hook's error only
+ * when no initialised worker is alive and INIT_RETRY_BUDGET inits in a row
+ * failed.
+ *
+ * A view (evexec_pool_new_limited) is a struct evexec_pool with a parent
+ * and no threads: its own FIFO queue, and at most max_running "pumps" in its
+ * parent. A pump is an internal task of the parent that takes the view's
+ * tasks one at a time and runs them on the parent's worker, until the
+ * view's queue is empty -- or, when the parent has other work queued, until
+ * it has handed its slot to a new pump at the back of the parent's queue.
+ * A pump that its parent cancels or fails without running takes the view's
+ * queue down with it if it was the last one. Views of views nest the same
+ * way.
  *
  * Lifetime: evexec_pool_free() joins every worker. An orphaned pool (the
  * loop's default pool at evexec_loop_free, or a pool freed by its own worker)
- * detaches its workers instead and the last one to exit frees it.
+ * detaches its workers instead and the last one to exit frees it. The
+ * memory of a pool is counted (its owner, each view made on it), so a parent
+ * freed before its views stays readable, refusing work, until the last one
+ * is freed.
  *
- * Lock order: pool->lock, then nothing. No user code (tasks, hooks, free
- * functions, callbacks) runs under it.
+ * Lock order: a view's lock, then its parent's; a pool lock, then nothing.
+ * No user code (tasks, hooks, free functions, callbacks) runs under either.
  */
 #include "executor.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -32,58 +63,104 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef HAVE_SYS_PRCTL_H
-#include <sys/prctl.h>
-#endif
-
 struct worker {
-    struct worker *idle_prev, *idle_next; /* idle stack (pool lock) */
-    struct worker *all_prev, *all_next;   /* live workers, or zombies */
+    struct evexec__list idle_node;        /* idle stack (pool lock) */
+    struct evexec__list node;             /* live workers by index, or zombies */
     struct evexec_pool *pool;
     pthread_t thread;
     _Atomic unsigned wake_word;           /* bumped to wake it */
-    unsigned index;
+    unsigned index;                       /* lowest free at spawn, in [0, max_workers) */
     bool claimed;                         /* a submitter woke it for work */
+    bool returning;                       /* counted in pool->nreturning */
+    bool initialised;                     /* thread_init succeeded: counted in ninit */
+    void *state;                          /* evexec_worker_set_state() */
 };
 
 struct evexec_pool {
     struct evexec__lock lock;
     struct evexec_cfuture *qhead, *qtail;
     size_t queued;
-    struct worker *idle_top;              /* most recently parked */
-    struct worker *live;                  /* every running worker */
-    struct worker *zombies;               /* exited, not yet joined */
-    unsigned nthreads;                    /* workers that mean to stay: the policy count */
-    unsigned nalive;                      /* threads not yet finished: the lifetime count */
+    struct evexec__list idle;             /* parked workers, most recent first */
+    struct evexec__list live;             /* every worker not yet gone, by index */
+    struct evexec__list zombies;          /* exited, not yet joined */
+    unsigned nthreads;                    /* workers that will look at the queue again */
+    unsigned nalive;                      /* threads not yet finished: at most max_workers */
     unsigned nidle, nspinning;
     /* Workers between the end of a task and taking the lock again: about to
      * look at the queue, so a submission need not wake or make another. */
     _Atomic unsigned nreturning;
-    _Atomic unsigned exit_word;           /* bumped when nalive reaches 0 */
+    unsigned njoining;                    /* shutdown(WAIT) callers joining zombies */
+    _Atomic unsigned exit_word;           /* bumped when nalive or njoining reaches 0 */
     bool stopping, broken, orphan;
-    uint64_t submitted, cancelled, threads_started;
+    /* What a view on this pool gets when it asks for a pump: 0, ESHUTDOWN or
+     * EVEXEC_EBROKEN; read without the lock by the views. */
+    _Atomic int refusing;
+    _Atomic unsigned refs;                /* the owner + each view made on it */
+    uint64_t submitted, started, cancelled, failed, threads_started;
+    uint64_t init_failures;
+    int last_init_error;
+    unsigned ninit;                       /* initialised workers alive */
+    unsigned init_streak;                 /* inits failed since the last success */
+    unsigned init_budget;                 /* of which while no initialised worker lived */
+    uint64_t init_retry_at;               /* no init before (CLOCK_MONOTONIC ns) */
+    /* A view's: its parent, how many pumps it may have in the parent and has. */
+    struct evexec_pool *parent;
+    unsigned max_running, npumps;
     /* Counted before the outcome is published, so a reader that saw every
      * future done sees them all counted. */
     _Atomic uint64_t completed;
-    unsigned next_index;
     unsigned fork_gen;
     /* Read by spinning workers without the lock. */
     _Alignas(EVEXEC__CACHELINE) _Atomic size_t queued_hint;
     _Alignas(EVEXEC__CACHELINE) struct evexec_pool_config cfg;
     uint64_t spin_ns;
-    unsigned spin_skip, spin_backoff;     /* pool lock: after a fruitless spin */
+    struct evexec__backoff spin;          /* pool lock: skips spins after fruitless ones */
     char name[16];
 };
 
-/* The pool whose worker this thread is, for EDEADLK. */
-static EVEXEC__TLS struct evexec_pool *current_pool;
+/* Consecutive failed inits (no initialised worker alive) after which the
+ * queue fails with the hook's error: about a quarter of a second of backoff. */
+#define INIT_RETRY_BUDGET 8
+#define INIT_BACKOFF_MAX_NS 1000000000u
 
+/* The worker this thread is (EDEADLK, evexec_worker_state/index). */
+static EVEXEC__TLS struct worker *current_worker;
+
+/* The views whose task this thread runs now, innermost first. */
+struct pump_frame {
+    const struct evexec_pool *view;
+    struct pump_frame *outer;
+};
+static EVEXEC__TLS struct pump_frame *current_pump;
+
+/* True on a thread that runs a task of pool (or a done callback of one):
+ * waiting there for pool's tasks to end would wait for itself. */
+static bool inside_own_task(const struct evexec_pool *pool)
+{
+    if (!pool->parent)
+        return current_worker && current_worker->pool == pool;
+    for (const struct pump_frame *f = current_pump; f; f = f->outer)
+        if (f->view == pool)
+            return true;
+    return false;
+}
+
+/* min(32, CPUs + 4), counting the CPUs this process may use (affinity and
+ * cgroup quota): a container limited to 2 CPUs on a 64-CPU host gets 6. */
 static unsigned default_max_workers(void)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int cpus = evexec__cpus_allowed();
     if (cpus < 1)
         cpus = 1;
     return cpus + 4 < 32 ? (unsigned)cpus + 4 : 32;
+}
+
+static bool reserved_zero(const struct evexec_pool_config *c)
+{
+    for (size_t i = 0; i < sizeof(c->reserved) / sizeof(c->reserved[0]); i++)
+        if (c->reserved[i])
+            return false;
+    return true;
 }
 
 struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
@@ -100,8 +177,9 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
         c.spin_us = EVEXEC_DEFAULT_SPIN_US;
     if (!c.worker_nice)
         c.worker_nice = EVEXEC_DEFAULT_WORKER_NICE;
-    if (c.min_workers > c.max_workers ||
-        (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY | EVEXEC_POOL_SCHED_IDLE))) {
+    if (c.min_workers > c.max_workers || !reserved_zero(&c) ||
+        (c.flags & ~(EVEXEC_POOL_NO_SPIN | EVEXEC_POOL_KEEP_PRIORITY | EVEXEC_POOL_SCHED_IDLE |
+                     EVEXEC_POOL_INIT_RETRY))) {
         errno = EINVAL;
         return NULL;
     }
@@ -109,18 +187,22 @@ struct evexec_pool *evexec_pool_new(const struct evexec_pool_config *cfg)
     if (!pool)
         return NULL;
     pool->cfg = c;
+    evexec__list_init(&pool->idle);
+    evexec__list_init(&pool->live);
+    evexec__list_init(&pool->zombies);
     if (!(c.flags & EVEXEC_POOL_NO_SPIN) && evexec__cpus_allowed() > 1)
         pool->spin_ns = (uint64_t)c.spin_us * 1000u;
-    /* A thread name has 15 characters; leave room for "-NN". */
+    /* A thread name has 15 characters; leave room for "-NNN". */
     snprintf(pool->name, 12, "%s", c.thread_name ? c.thread_name : "evexec");
     pool->cfg.thread_name = pool->name;
     pool->fork_gen = evexec__fork_gen();
+    atomic_init(&pool->refs, 1);
     return pool;
 }
 
 static bool forked(const struct evexec_pool *pool)
 {
-    return pool->fork_gen != evexec__fork_gen();
+    return evexec__forked(pool->fork_gen);
 }
 
 /* ---- queue (pool lock held) --------------------------------------------- */
@@ -159,76 +241,178 @@ static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
     return list;
 }
 
-/* Outside the lock: fail (or cancel) every task of a detached list. */
+/* Empty the queue of tasks that cannot run (broken pool, no thread): each is
+ * started here, so nobody can cancel it any more, and counted as failed (or
+ * as cancelled if it was already); fail_list() then publishes the error
+ * outside the lock. */
+static struct evexec_cfuture *queue_take_to_fail(struct evexec_pool *pool)
+{
+    struct evexec_cfuture *list = queue_take_all(pool);
+    for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext) {
+        if (evexec__cfuture_start(cf))
+            pool->failed++;
+        else
+            pool->cancelled++;
+    }
+    return list;
+}
+
+/* Empty the queue for shutdown(CANCEL_PENDING); cancel_list() then cancels
+ * them outside the lock. */
+static struct evexec_cfuture *queue_take_to_cancel(struct evexec_pool *pool)
+{
+    struct evexec_cfuture *list = queue_take_all(pool);
+    for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext)
+        pool->cancelled++;
+    return list;
+}
+
+/* Outside the lock: publish err on the tasks queue_take_to_fail() started,
+ * drop the ones that were cancelled, and the queue's reference of each. */
 static void fail_list(struct evexec_cfuture *list, int err)
 {
     while (list) {
         struct evexec_cfuture *cf = list;
         list = cf->qnext;
-        if (err == ECANCELED)
-            evexec_cfuture_cancel(cf);
+        if (atomic_load(&cf->state) == EVEXEC_RUNNING)
+            evexec__cfuture_finish_release(cf, err, NULL, NULL, NULL);
         else
-            evexec__cfuture_fail(cf, err);
+            evexec_cfuture_release(cf);
+    }
+}
+
+static void cancel_list(struct evexec_cfuture *list)
+{
+    while (list) {
+        struct evexec_cfuture *cf = list;
+        list = cf->qnext;
+        evexec_cfuture_cancel(cf);
         evexec_cfuture_release(cf); /* the queue's reference */
     }
 }
 
-/* ---- idle stack and worker lists (pool lock held) ----------------------- */
+/* ---- worker lists (pool lock held) -------------------------------------- */
 
 static void idle_push(struct evexec_pool *pool, struct worker *w)
 {
-    w->idle_prev = NULL;
-    w->idle_next = pool->idle_top;
-    if (pool->idle_top)
-        pool->idle_top->idle_prev = w;
-    pool->idle_top = w;
+    evexec__list_push_front(&pool->idle, &w->idle_node);
     pool->nidle++;
 }
 
 static void idle_remove(struct evexec_pool *pool, struct worker *w)
 {
-    if (w->idle_prev)
-        w->idle_prev->idle_next = w->idle_next;
-    else
-        pool->idle_top = w->idle_next;
-    if (w->idle_next)
-        w->idle_next->idle_prev = w->idle_prev;
-    w->idle_prev = w->idle_next = NULL;
+    evexec__list_remove(&w->idle_node);
     pool->nidle--;
 }
 
-static void list_insert(struct worker **head, struct worker *w)
+/* Put w in the live list, which is kept sorted by index, at the lowest free
+ * index. Indices are at most nalive < max_workers, so they stay in range. */
+static void live_insert_lowest(struct evexec_pool *pool, struct worker *w)
 {
-    w->all_prev = NULL;
-    w->all_next = *head;
-    if (*head)
-        (*head)->all_prev = w;
-    *head = w;
+    unsigned index = 0;
+    struct evexec__list *at = pool->live.next;
+    for (; at != &pool->live; at = at->next, index++)
+        if (evexec__list_entry(at, struct worker, node)->index != index)
+            break;
+    w->index = index;
+    evexec__list_push_back(at, &w->node); /* before `at` */
 }
 
-static void list_remove(struct worker **head, struct worker *w)
+/* Detach a list of exited workers into *out (pool lock held). */
+static void take_zombies(struct evexec_pool *pool, struct evexec__list *out)
 {
-    if (w->all_prev)
-        w->all_prev->all_next = w->all_next;
-    else
-        *head = w->all_next;
-    if (w->all_next)
-        w->all_next->all_prev = w->all_prev;
+    evexec__list_init(out);
+    if (evexec__list_empty(&pool->zombies))
+        return;
+    out->next = pool->zombies.next;
+    out->prev = pool->zombies.prev;
+    out->next->prev = out;
+    out->prev->next = out;
+    evexec__list_init(&pool->zombies);
 }
 
-static void join_list(struct worker *list)
+static void join_list(struct evexec__list *list)
 {
-    while (list) {
-        struct worker *w = list;
-        list = w->all_next;
+    struct evexec__list *n;
+    while ((n = evexec__list_first(list))) {
+        struct worker *w = evexec__list_entry(n, struct worker, node);
+        evexec__list_remove(n);
         pthread_join(w->thread, NULL);
         evexec__free(w);
     }
 }
 
-static void pool_destroy(struct evexec_pool *pool)
+/* Drop a reference to the memory of pool: its owner's (free, or the last
+ * worker of an orphan) or a view's. */
+static void pool_unref(struct evexec_pool *pool)
 {
-    evexec__free(pool);
+    while (pool && atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1) {
+        struct evexec_pool *parent = pool->parent;
+        evexec__free(pool);
+        pool = parent;
+    }
+}
+
+/* ---- dispatch (pool lock held) ------------------------------------------ */
+
+static void *worker_main(void *arg);
+
+/* The signals a worker must never block: a fault in a task must reach the
+ * program's crash handler, or kill the process with a report, as it would
+ * on any other thread. */
+static const int fault_signals[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
+
+/* Start one worker. Returns 0 or an error of pthread_create. */
+static int spawn_worker(struct evexec_pool *pool)
+{
+    struct worker *w = evexec__calloc(1, sizeof(*w));
+    if (!w)
+        return ENOMEM;
+    w->pool = pool;
+    evexec__list_init(&w->idle_node);
+    live_insert_lowest(pool, w);
+
+    /* Workers inherit a mask that blocks every asynchronous signal, so
+     * signals keep going to the loop thread. */
+    sigset_t mask, old;
+    sigfillset(&mask);
+    for (size_t i = 0; i < sizeof(fault_signals) / sizeof(fault_signals[0]); i++)
+        sigdelset(&mask, fault_signals[i]);
+    pthread_sigmask(SIG_SETMASK, &mask, &old);
+    int rc = evexec__thread_create(&w->thread, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        evexec__list_remove(&w->node);
+        evexec__free(w);
+        return rc;
+    }
+    pool->nthreads++;
+    pool->nalive++;
+    pool->threads_started++;
+    return 0;
+}
+
+/* Work is queued: make sure somebody will take it. Returns a list for
+ * fail_list(.., EAGAIN) if no worker will look at the queue again and no
+ * thread could be made. */
+static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
+{
+    if (pool->queued <= pool->nspinning +
+                           atomic_load_explicit(&pool->nreturning, memory_order_relaxed))
+        return NULL; /* a spinning or returning worker will take it */
+    struct evexec__list *top = evexec__list_first(&pool->idle);
+    if (top) {
+        struct worker *w = evexec__list_entry(top, struct worker, idle_node);
+        idle_remove(pool, w);
+        w->claimed = true;
+        evexec__word_wake(&w->wake_word, false);
+        return NULL;
+    }
+    if (pool->nalive >= pool->cfg.max_workers)
+        return NULL; /* the busy workers come back to it; a leaving one dispatches it */
+    if (spawn_worker(pool) == 0 || pool->nthreads > 0)
+        return NULL; /* the workers that stay will get to it */
+    return queue_take_to_fail(pool);
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -261,45 +445,155 @@ static void worker_setup(struct worker *w)
     }
 }
 
-/* Spin outside the lock until work may be there or spin_ns passed; true if
- * work came. */
-static bool worker_spin(struct evexec_pool *pool)
+/* With EVEXEC_POOL_INIT_RETRY, wait out the backoff of earlier failures
+ * (woken early by a shutdown). Lock held. False if the pool stopped with
+ * nothing left to run, so there is no point in an init. */
+static bool worker_backoff(struct worker *w)
 {
-    uint64_t start = evexec__now_ns();
-    for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0)
-            return true;
-        evexec__cpu_relax();
-        if ((i & 63) == 0 && evexec__now_ns() - start >= pool->spin_ns)
-            return false;
+    struct evexec_pool *pool = w->pool;
+    uint64_t now = evexec__now_ns();
+    if (pool->init_retry_at > now && !pool->stopping) {
+        struct timespec deadline;
+        evexec__deadline(&deadline, (long)((pool->init_retry_at - now + 999999u) / 1000000u));
+        int rc = 0;
+        while (rc != ETIMEDOUT && !pool->stopping) {
+            unsigned seen = atomic_load_explicit(&w->wake_word, memory_order_relaxed);
+            evexec__lock_release(&pool->lock);
+            rc = evexec__word_wait(&w->wake_word, seen, &deadline);
+            evexec__lock_acquire(&pool->lock);
+        }
     }
+    return !pool->stopping || pool->qhead;
 }
 
-/* Whether an idle worker should spin now (lock held). A fruitless spin
- * makes the next ones wait a number of idle turns that doubles each time (up
- * to 1024), so work that comes slowly, or a machine too busy to run the
- * submitter, costs almost no CPU; work that comes fast is soon caught again. */
-static bool spin_worthwhile(struct evexec_pool *pool)
+/* Run thread_init; false if the worker is not to serve. A failure breaks
+ * the pool (what is queued fails with EVEXEC_EBROKEN, and so does every
+ * later submission), or, with EVEXEC_POOL_INIT_RETRY, only this worker:
+ * the next one retries after a backoff, and the queue fails with the hook's
+ * error once the retry budget is spent with no initialised worker alive. */
+static bool worker_init(struct worker *w)
 {
-    if (!pool->spin_ns || pool->nspinning > 0)
-        return false; /* one spinner is enough to catch the next task */
-    if (pool->spin_skip > 0) {
-        pool->spin_skip--;
-        return false;
+    struct evexec_pool *pool = w->pool;
+    bool retry = pool->cfg.flags & EVEXEC_POOL_INIT_RETRY;
+    if (!pool->cfg.thread_init)
+        goto ready;
+    if (retry) {
+        evexec__lock_acquire(&pool->lock);
+        bool go = worker_backoff(w);
+        if (!go)
+            pool->nthreads--;
+        evexec__lock_release(&pool->lock);
+        if (!go)
+            return false;
     }
+    int rc = pool->cfg.thread_init(pool->cfg.thread_ctx);
+    if (rc == 0)
+        goto ready;
+    w->state = NULL; /* a failed init closes what it opened itself */
+    evexec__lock_acquire(&pool->lock);
+    pool->init_failures++;
+    pool->last_init_error = rc;
+    pool->nthreads--;
+    struct evexec_cfuture *list = NULL;
+    int err = EVEXEC_EBROKEN;
+    if (!retry) {
+        pool->broken = true;
+        atomic_store(&pool->refusing, EVEXEC_EBROKEN);
+        list = queue_take_to_fail(pool);
+    } else {
+        unsigned shift = pool->init_streak < 10 ? pool->init_streak : 10;
+        uint64_t delay = (uint64_t)1000000u << shift; /* 1 ms, doubling */
+        pool->init_streak++;
+        pool->init_retry_at = evexec__now_ns() +
+                              (delay < INIT_BACKOFF_MAX_NS ? delay : INIT_BACKOFF_MAX_NS);
+        if (pool->ninit == 0 && ++pool->init_budget >= INIT_RETRY_BUDGET) {
+            pool->init_budget = 0;
+            list = queue_take_to_fail(pool);
+            if (rc > 0)
+                err = rc;
+        }
+    }
+    evexec__lock_release(&pool->lock);
+    fail_list(list, err);
+    return false;
+
+ready:
+    evexec__lock_acquire(&pool->lock);
+    w->initialised = true;
+    pool->ninit++;
+    pool->init_streak = 0;
+    pool->init_budget = 0;
+    pool->init_retry_at = 0;
+    evexec__lock_release(&pool->lock);
     return true;
 }
 
-static void spin_outcome(struct evexec_pool *pool, bool caught)
+/* before_callbacks hook of a finished task: the worker is about to run done
+ * callbacks, which may take long or wait for this very pool, so it stops
+ * counting as returning, and what a submission left to it is dispatched
+ * now. */
+static void worker_runs_callbacks(void *ctx)
 {
-    if (caught) {
-        pool->spin_backoff = 0;
-        return;
+    struct worker *w = ctx;
+    struct evexec_pool *pool = w->pool;
+    evexec__lock_acquire(&pool->lock);
+    w->returning = false;
+    atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
+    struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
+    evexec__lock_release(&pool->lock);
+    fail_list(failed, EAGAIN);
+}
+
+/* Run one popped task. Lock held on entry and on return, not in between. */
+static void worker_run(struct worker *w, struct evexec_cfuture *cf)
+{
+    struct evexec_pool *pool = w->pool;
+    bool started = evexec__cfuture_start(cf);
+    if (started)
+        pool->started++;
+    else
+        pool->cancelled++;
+    evexec__lock_release(&pool->lock);
+    if (started) {
+        void *result = NULL;
+        int err = evexec__cfuture_execute(cf, &result);
+        /* Before the outcome is visible: whoever it wakes and submits again
+         * must find this worker counted as coming. */
+        w->returning = true;
+        atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool->completed, 1, memory_order_relaxed);
+        /* + the queue's reference */
+        evexec__cfuture_finish_release(cf, err, result, worker_runs_callbacks, w);
+    } else {
+        evexec_cfuture_release(cf); /* the queue's reference */
     }
-    pool->spin_backoff = pool->spin_backoff ? pool->spin_backoff * 2 : 1;
-    if (pool->spin_backoff > 1024)
-        pool->spin_backoff = 1024;
-    pool->spin_skip = pool->spin_backoff;
+    evexec__lock_acquire(&pool->lock);
+    if (w->returning) {
+        w->returning = false;
+        atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
+    }
+}
+
+static bool queue_nonempty(const void *ctx)
+{
+    const struct evexec_pool *pool = ctx;
+    return atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0;
+}
+
+/* Spin outside the lock for work to come, if worthwhile (one spinner is
+ * enough to catch the next task). Lock held on entry and return; true if
+ * work is queued. */
+static bool worker_spin(struct evexec_pool *pool)
+{
+    if (!pool->spin_ns || pool->nspinning > 0 || !evexec__backoff_ready(&pool->spin))
+        return false;
+    pool->nspinning++;
+    evexec__lock_release(&pool->lock);
+    bool caught = evexec__spin_until(queue_nonempty, pool, pool->spin_ns);
+    evexec__lock_acquire(&pool->lock);
+    pool->nspinning--;
+    evexec__backoff_outcome(&pool->spin, caught);
+    return pool->qhead != NULL;
 }
 
 /* Park until claimed, stopping, or idle timeout. Lock held. Returns false if
@@ -318,10 +612,9 @@ static bool worker_park(struct evexec_pool *pool, struct worker *w)
         int rc = evexec__word_wait(&w->wake_word, seen, timed ? &deadline : NULL);
         evexec__lock_acquire(&pool->lock);
         if (rc == ETIMEDOUT && !w->claimed && !pool->stopping) {
+            if (pool->qhead)
+                break; /* left to a returning worker meanwhile: take it */
             if (pool->nthreads > pool->cfg.min_workers) {
-                /* Count the decision now, not when the thread is gone:
-                 * workers timing out together must not all leave. */
-                pool->nthreads--;
                 idle_remove(pool, w);
                 return false;
             }
@@ -329,153 +622,374 @@ static bool worker_park(struct evexec_pool *pool, struct worker *w)
         }
     }
     if (!w->claimed)
-        idle_remove(pool, w); /* woken by shutdown, still on the stack */
+        idle_remove(pool, w); /* woken by shutdown or timeout, still on the stack */
     return true;
+}
+
+/* Take and run tasks until the pool stops or the worker idles out. The
+ * decision to leave and nthreads-- happen under one lock hold: workers
+ * timing out together must not all leave below min_workers. */
+static void worker_serve(struct worker *w)
+{
+    struct evexec_pool *pool = w->pool;
+    evexec__lock_acquire(&pool->lock);
+    for (;;) {
+        struct evexec_cfuture *cf = queue_pop(pool);
+        if (cf) {
+            worker_run(w, cf);
+            continue;
+        }
+        if (pool->stopping || pool->broken)
+            break;
+        if (worker_spin(pool))
+            continue;
+        if (!worker_park(pool, w))
+            break;
+    }
+    pool->nthreads--;
+    evexec__lock_release(&pool->lock);
+}
+
+/* The exit path: leave the live list, dispatch what is still queued (it was
+ * not this worker's to take), hand the thread to be joined, and, in an
+ * orphaned pool, free what is left. */
+static void worker_leave(struct worker *w)
+{
+    struct evexec_pool *pool = w->pool;
+    evexec__lock_acquire(&pool->lock);
+    evexec__list_remove(&w->node);
+    pool->nalive--;
+    if (w->initialised)
+        pool->ninit--;
+    struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
+    bool last = pool->nalive == 0;
+    bool orphan = pool->orphan;
+    struct evexec__list to_join;
+    evexec__list_init(&to_join);
+    if (!orphan) {
+        /* Join the workers that exited before us; the next exiting worker
+         * or the shutdown joins us. */
+        take_zombies(pool, &to_join);
+        evexec__list_push_back(&pool->zombies, &w->node);
+    }
+    if (last)
+        evexec__word_wake(&pool->exit_word, true);
+    evexec__lock_release(&pool->lock);
+    fail_list(failed, EAGAIN);
+    join_list(&to_join);
+    if (orphan) {
+        evexec__free(w);
+        if (last)
+            pool_unref(pool);
+    }
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct evexec_pool *pool = w->pool;
-    current_pool = pool;
+    current_worker = w;
     worker_setup(w);
-
-    bool init_ok = true;
-    if (pool->cfg.thread_init && pool->cfg.thread_init(pool->cfg.thread_ctx) != 0) {
-        init_ok = false;
-        evexec__lock_acquire(&pool->lock);
-        pool->broken = true;
-        struct evexec_cfuture *list = queue_take_all(pool);
-        evexec__lock_release(&pool->lock);
-        fail_list(list, EVEXEC_EBROKEN);
+    if (worker_init(w)) {
+        worker_serve(w);
+        if (pool->cfg.thread_exit)
+            pool->cfg.thread_exit(pool->cfg.thread_ctx);
     }
-
-    bool idled_out = false;
-    evexec__lock_acquire(&pool->lock);
-    while (init_ok) {
-        struct evexec_cfuture *cf = queue_pop(pool);
-        if (cf) {
-            bool started = evexec__cfuture_start(cf);
-            if (!started)
-                pool->cancelled++;
-            evexec__lock_release(&pool->lock);
-            if (started) {
-                void *result = NULL;
-                int err = evexec__cfuture_execute(cf, &result);
-                /* Before the outcome is visible: whoever it wakes and
-                 * submits again must find this worker counted as coming. */
-                atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
-                atomic_fetch_add_explicit(&pool->completed, 1, memory_order_relaxed);
-                evexec__cfuture_finish_release(cf, err, result); /* + the queue's ref */
-            } else {
-                atomic_fetch_add_explicit(&pool->nreturning, 1, memory_order_relaxed);
-                evexec_cfuture_release(cf); /* the queue's reference */
-            }
-            evexec__lock_acquire(&pool->lock);
-            atomic_fetch_sub_explicit(&pool->nreturning, 1, memory_order_relaxed);
-            continue;
-        }
-        if (pool->stopping || pool->broken)
-            break;
-        if (spin_worthwhile(pool)) {
-            pool->nspinning++;
-            evexec__lock_release(&pool->lock);
-            bool caught = worker_spin(pool);
-            evexec__lock_acquire(&pool->lock);
-            pool->nspinning--;
-            spin_outcome(pool, caught);
-            if (pool->qhead)
-                continue;
-        }
-        if (!worker_park(pool, w)) {
-            idled_out = true;
-            break;
-        }
-    }
-    if (!idled_out)
-        pool->nthreads--;
-    evexec__lock_release(&pool->lock);
-
-    if (init_ok && pool->cfg.thread_exit)
-        pool->cfg.thread_exit(pool->cfg.thread_ctx);
-
-    evexec__lock_acquire(&pool->lock);
-    list_remove(&pool->live, w);
-    bool last = --pool->nalive == 0;
-    struct worker *to_join = NULL;
-    bool orphan = pool->orphan;
-    if (!orphan) {
-        /* Join the workers that exited before us; the next exiting worker
-         * or the shutdown joins us. */
-        to_join = pool->zombies;
-        pool->zombies = NULL;
-        list_insert(&pool->zombies, w);
-    }
-    if (last)
-        evexec__word_wake(&pool->exit_word, true);
-    evexec__lock_release(&pool->lock);
-    join_list(to_join);
-    if (orphan) {
-        evexec__free(w);
-        if (last)
-            pool_destroy(pool);
-    }
+    current_worker = NULL;
+    w->state = NULL;
+    worker_leave(w);
     return NULL;
 }
 
-/* Start one worker. Lock held. Returns 0 or an error of pthread_create. */
-static int spawn_worker(struct evexec_pool *pool)
-{
-    struct worker *w = evexec__calloc(1, sizeof(*w));
-    if (!w)
-        return ENOMEM;
-    w->pool = pool;
-    w->index = pool->next_index++;
+/* ---- views --------------------------------------------------------------- */
 
-    /* Workers inherit a mask that blocks every signal, so signals keep going
-     * to the loop thread. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = evexec__thread_create(&w->thread, worker_main, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
-        evexec__free(w);
-        return rc;
+/* Remove cf from the queue if it is still there (a refused submission
+ * taking its task back). Lock held. */
+static bool queue_remove(struct evexec_pool *pool, struct evexec_cfuture *cf)
+{
+    struct evexec_cfuture *prev = NULL;
+    for (struct evexec_cfuture *it = pool->qhead; it; prev = it, it = it->qnext) {
+        if (it != cf)
+            continue;
+        if (prev)
+            prev->qnext = cf->qnext;
+        else
+            pool->qhead = cf->qnext;
+        if (pool->qtail == cf)
+            pool->qtail = prev;
+        pool->queued--;
+        atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
+        return true;
     }
-    list_insert(&pool->live, w);
-    pool->nthreads++;
-    pool->nalive++;
-    pool->threads_started++;
+    return false;
+}
+
+/* What a submission to view meets in its ancestors: 0, or the error of the
+ * first one that stopped or broke. */
+static int ancestors_refuse(const struct evexec_pool *view)
+{
+    for (const struct evexec_pool *p = view->parent; p; p = p->parent) {
+        int err = atomic_load(&p->refusing);
+        if (err)
+            return err;
+    }
     return 0;
 }
 
-/* A task was queued: make sure somebody will take it. Lock held. Returns a
- * list of tasks to fail with EAGAIN if no thread exists and none could be
- * made. */
-static struct evexec_cfuture *dispatch(struct evexec_pool *pool)
+/* A pump left the view (lock held). If it was the last, wake shutdown(WAIT)
+ * waiters. Returns true if an orphaned view is to be freed now (after the
+ * lock is released). */
+static bool view_pump_gone(struct evexec_pool *view)
 {
-    if (pool->queued <= pool->nspinning +
-                           atomic_load_explicit(&pool->nreturning, memory_order_relaxed))
-        return NULL; /* a spinning or returning worker will take it */
-    if (pool->idle_top) {
-        struct worker *w = pool->idle_top;
-        idle_remove(pool, w);
-        w->claimed = true;
-        evexec__word_wake(&w->wake_word, false);
+    if (--view->npumps > 0)
+        return false;
+    evexec__word_wake(&view->exit_word, true);
+    return view->orphan;
+}
+
+/* The view's tasks that its last pump can no longer run (lock held): they
+ * are cancelled if the parent cancelled the pump, or fail with the error
+ * that refused or failed it. The caller finishes them with settle_list(). */
+static struct evexec_cfuture *view_take_stranded(struct evexec_pool *view, int err)
+{
+    if (view->npumps > 0 || !view->qhead)
+        return NULL;
+    return err == ECANCELED ? queue_take_to_cancel(view) : queue_take_to_fail(view);
+}
+
+static void settle_list(struct evexec_cfuture *list, int err)
+{
+    if (err == ECANCELED)
+        cancel_list(list);
+    else
+        fail_list(list, err);
+}
+
+/* A pump that never ran: cancelled or failed by the parent. */
+static void view_pump_lost(struct evexec_pool *view, int err)
+{
+    evexec__lock_acquire(&view->lock);
+    bool destroy = view_pump_gone(view);
+    struct evexec_cfuture *list = view_take_stranded(view, err);
+    evexec__lock_release(&view->lock);
+    settle_list(list, err);
+    if (destroy)
+        pool_unref(view);
+}
+
+/* on_done of a pump: told once, when the pump ran (its own loop then freed
+ * the slot and the view may be gone: touch nothing) or when the parent
+ * cancelled or failed it without running it. */
+static void pump_done(struct evexec_cfuture *pump)
+{
+    int state = atomic_load(&pump->state);
+    if (state == EVEXEC_CANCELLED)
+        view_pump_lost(pump->arg, ECANCELED);
+    else if (pump->error)
+        view_pump_lost(pump->arg, pump->error);
+    evexec_cfuture_release(pump); /* the reference held for on_done */
+}
+
+static int pump_run(void *arg, void **result);
+
+/* Queue a new pump for view in its parent. 0, or why the parent refused. */
+static int pump_start(struct evexec_pool *view)
+{
+    struct evexec_cfuture *pump = evexec__malloc(sizeof(*pump));
+    if (!pump)
+        return ENOMEM;
+    evexec__cfuture_init(pump, pump_run, view, NULL, 2); /* the queue + on_done */
+    pump->on_done = pump_done;
+    int err = evexec__pool_submit_cf(view->parent, pump);
+    if (err)
+        evexec__free(pump);
+    return err;
+}
+
+/* The work of a pump, on the parent's worker: run the view's tasks one at a
+ * time, oldest first. Yield to the parent's other work by handing the slot
+ * to a new pump at the back of its queue; if that fails, go on here. */
+static int pump_run(void *arg, void **result)
+{
+    (void)result;
+    struct evexec_pool *view = arg;
+    struct pump_frame frame = { view, current_pump };
+    current_pump = &frame;
+    evexec__lock_acquire(&view->lock);
+    struct evexec_cfuture *cf;
+    while ((cf = queue_pop(view))) {
+        bool started = evexec__cfuture_start(cf);
+        if (started)
+            view->started++;
+        else
+            view->cancelled++;
+        evexec__lock_release(&view->lock);
+        if (started) {
+            void *res = NULL;
+            int err = evexec__cfuture_execute(cf, &res);
+            atomic_fetch_add_explicit(&view->completed, 1, memory_order_relaxed);
+            evexec__cfuture_finish_release(cf, err, res, NULL, NULL);
+        } else {
+            evexec_cfuture_release(cf); /* the queue's reference */
+        }
+        if (atomic_load_explicit(&view->queued_hint, memory_order_relaxed) > 0 &&
+            atomic_load_explicit(&view->parent->queued_hint, memory_order_relaxed) > 0 &&
+            pump_start(view) == 0) {
+            current_pump = frame.outer;
+            return 0; /* the slot is the new pump's */
+        }
+        evexec__lock_acquire(&view->lock);
+    }
+    bool destroy = view_pump_gone(view);
+    evexec__lock_release(&view->lock);
+    current_pump = frame.outer;
+    if (destroy)
+        pool_unref(view);
+    return 0;
+}
+
+static int view_submit(struct evexec_pool *view, struct evexec_cfuture *cf)
+{
+    evexec__lock_acquire(&view->lock);
+    int err = view->stopping ? ESHUTDOWN : ancestors_refuse(view);
+    if (!err && view->cfg.max_queued && view->queued >= view->cfg.max_queued)
+        err = EAGAIN;
+    if (err) {
+        evexec__lock_release(&view->lock);
+        return err;
+    }
+    queue_push(view, cf);
+    view->submitted++;
+    bool need_pump = view->npumps < view->max_running;
+    if (need_pump)
+        view->npumps++;
+    evexec__lock_release(&view->lock);
+    /* Outside the view's lock: the parent may fail the pump at once (no
+     * thread), and pump_done takes this lock. */
+    if (!need_pump || (err = pump_start(view)) == 0)
+        return 0;
+    evexec__lock_acquire(&view->lock);
+    bool taken_back = queue_remove(view, cf);
+    if (taken_back)
+        view->submitted--;
+    bool destroy = view_pump_gone(view);
+    /* Tasks queued meanwhile, counting on this pump. */
+    struct evexec_cfuture *list = view_take_stranded(view, err);
+    evexec__lock_release(&view->lock);
+    settle_list(list, err);
+    if (destroy)
+        pool_unref(view);
+    return taken_back ? err : 0;
+}
+
+struct evexec_pool *evexec_pool_new_view(struct evexec_pool *parent,
+                                         const struct evexec_view_config *cfg)
+{
+    if (!parent || !cfg || cfg->max_running == 0) {
+        errno = EINVAL;
         return NULL;
     }
-    if (pool->nthreads >= pool->cfg.max_workers)
+    for (size_t i = 0; i < sizeof(cfg->reserved) / sizeof(cfg->reserved[0]); i++) {
+        if (cfg->reserved[i]) {
+            errno = EINVAL;
+            return NULL;
+        }
+    }
+    if (forked(parent)) {
+        errno = EVEXEC_EFORKED;
         return NULL;
-    if (spawn_worker(pool) == 0 || pool->nalive > 0)
-        return NULL; /* the workers we have will get to it */
-    return queue_take_all(pool);
+    }
+    int err = atomic_load(&parent->refusing);
+    if (!err && parent->parent)
+        err = ancestors_refuse(parent);
+    if (err) {
+        errno = err;
+        return NULL;
+    }
+    struct evexec_pool *view = evexec__calloc(1, sizeof(*view));
+    if (!view)
+        return NULL;
+    view->parent = parent;
+    view->max_running = cfg->max_running;
+    view->cfg.max_queued = cfg->max_queued;
+    view->fork_gen = evexec__fork_gen();
+    atomic_init(&view->refs, 1);
+    evexec__list_init(&view->idle);
+    evexec__list_init(&view->live);
+    evexec__list_init(&view->zombies);
+    atomic_fetch_add_explicit(&parent->refs, 1, memory_order_relaxed);
+    return view;
 }
+
+struct evexec_pool *evexec_pool_new_limited(struct evexec_pool *parent, unsigned max_running)
+{
+    struct evexec_view_config cfg = { .max_running = max_running };
+    return evexec_pool_new_view(parent, &cfg);
+}
+
+static int view_shutdown(struct evexec_pool *view, unsigned flags)
+{
+    evexec__lock_acquire(&view->lock);
+    view->stopping = true;
+    atomic_store(&view->refusing, ESHUTDOWN);
+    struct evexec_cfuture *cancelled = NULL;
+    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
+        cancelled = queue_take_to_cancel(view);
+    evexec__lock_release(&view->lock);
+    cancel_list(cancelled);
+    if (!(flags & EVEXEC_SHUTDOWN_WAIT))
+        return 0;
+    /* No pump left means nothing queued here, in the parent or running. */
+    evexec__lock_acquire(&view->lock);
+    while (view->npumps > 0) {
+        unsigned seen = atomic_load_explicit(&view->exit_word, memory_order_relaxed);
+        evexec__lock_release(&view->lock);
+        evexec__word_wait(&view->exit_word, seen, NULL);
+        evexec__lock_acquire(&view->lock);
+    }
+    evexec__lock_release(&view->lock);
+    return 0;
+}
+
+/* Freed from one of its own tasks: cancel what is queued and let the last
+ * pump free it. */
+static void view_orphan(struct evexec_pool *view)
+{
+    view_shutdown(view, EVEXEC_SHUTDOWN_CANCEL_PENDING);
+    evexec__lock_acquire(&view->lock);
+    view->orphan = true;
+    bool destroy = view->npumps == 0;
+    evexec__lock_release(&view->lock);
+    if (destroy)
+        pool_unref(view);
+}
+
+/* ---- per-worker state ----------------------------------------------------- */
+
+void evexec_worker_set_state(void *state)
+{
+    if (current_worker)
+        current_worker->state = state;
+}
+
+void *evexec_worker_state(void)
+{
+    return current_worker ? current_worker->state : NULL;
+}
+
+unsigned evexec_worker_index(void)
+{
+    return current_worker ? current_worker->index : UINT_MAX;
+}
+
+/* ---- the public side ---------------------------------------------------- */
 
 int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
 {
     if (forked(pool))
         return EVEXEC_EFORKED;
+    if (pool->parent)
+        return view_submit(pool, cf);
     evexec__lock_acquire(&pool->lock);
     int err = 0;
     if (pool->broken)
@@ -520,21 +1034,50 @@ struct evexec_cfuture *evexec_pool_submit(struct evexec_pool *pool, evexec_work_
     return cf;
 }
 
-/* Stop accepting work and wake every parked worker. */
+/* Stop accepting work and wake every parked worker. Returns what
+ * CANCEL_PENDING took from the queue, for cancel_list(). */
 static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned flags)
 {
     struct evexec_cfuture *cancelled = NULL;
     evexec__lock_acquire(&pool->lock);
     pool->stopping = true;
-    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING) {
-        cancelled = queue_take_all(pool);
-        for (struct evexec_cfuture *cf = cancelled; cf; cf = cf->qnext)
-            pool->cancelled++;
-    }
-    for (struct worker *w = pool->idle_top; w; w = w->idle_next)
-        evexec__word_wake(&w->wake_word, false);
+    if (!pool->broken)
+        atomic_store(&pool->refusing, ESHUTDOWN);
+    if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
+        cancelled = queue_take_to_cancel(pool);
+    /* Parked workers, and workers waiting out an init backoff. */
+    for (struct evexec__list *n = pool->live.next; n != &pool->live; n = n->next)
+        evexec__word_wake(&evexec__list_entry(n, struct worker, node)->wake_word, false);
     evexec__lock_release(&pool->lock);
     return cancelled;
+}
+
+/* Until every worker has exited and been joined -- by this caller or by
+ * another one waiting too: the last of them returns only after the others'
+ * joins are done. */
+static void wait_all_joined(struct evexec_pool *pool)
+{
+    evexec__lock_acquire(&pool->lock);
+    for (;;) {
+        if (!evexec__list_empty(&pool->zombies)) {
+            struct evexec__list zombies;
+            take_zombies(pool, &zombies);
+            pool->njoining++;
+            evexec__lock_release(&pool->lock);
+            join_list(&zombies);
+            evexec__lock_acquire(&pool->lock);
+            if (--pool->njoining == 0)
+                evexec__word_wake(&pool->exit_word, true);
+            continue;
+        }
+        if (pool->nalive == 0 && pool->njoining == 0)
+            break;
+        unsigned seen = atomic_load_explicit(&pool->exit_word, memory_order_relaxed);
+        evexec__lock_release(&pool->lock);
+        evexec__word_wait(&pool->exit_word, seen, NULL);
+        evexec__lock_acquire(&pool->lock);
+    }
+    evexec__lock_release(&pool->lock);
 }
 
 int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
@@ -543,39 +1086,34 @@ int evexec_pool_shutdown(struct evexec_pool *pool, unsigned flags)
         return EINVAL;
     if (forked(pool))
         return EVEXEC_EFORKED;
-    if ((flags & EVEXEC_SHUTDOWN_WAIT) && current_pool == pool)
+    if ((flags & EVEXEC_SHUTDOWN_WAIT) && inside_own_task(pool))
         return EDEADLK;
-    fail_list(begin_shutdown(pool, flags), ECANCELED);
-    if (flags & EVEXEC_SHUTDOWN_WAIT) {
-        evexec__lock_acquire(&pool->lock);
-        while (pool->nalive > 0) {
-            unsigned seen = atomic_load_explicit(&pool->exit_word, memory_order_relaxed);
-            evexec__lock_release(&pool->lock);
-            evexec__word_wait(&pool->exit_word, seen, NULL);
-            evexec__lock_acquire(&pool->lock);
-        }
-        struct worker *zombies = pool->zombies;
-        pool->zombies = NULL;
-        evexec__lock_release(&pool->lock);
-        join_list(zombies);
-    }
+    if (pool->parent)
+        return view_shutdown(pool, flags);
+    cancel_list(begin_shutdown(pool, flags));
+    if (flags & EVEXEC_SHUTDOWN_WAIT)
+        wait_all_joined(pool);
     return 0;
 }
 
 void evexec__pool_orphan(struct evexec_pool *pool)
 {
-    fail_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), ECANCELED);
+    if (pool->parent) {
+        view_orphan(pool);
+        return;
+    }
+    cancel_list(begin_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING));
     evexec__lock_acquire(&pool->lock);
     pool->orphan = true;
-    for (struct worker *w = pool->live; w; w = w->all_next)
-        pthread_detach(w->thread);
-    struct worker *zombies = pool->zombies;
-    pool->zombies = NULL;
+    for (struct evexec__list *n = pool->live.next; n != &pool->live; n = n->next)
+        pthread_detach(evexec__list_entry(n, struct worker, node)->thread);
+    struct evexec__list zombies;
+    take_zombies(pool, &zombies);
     bool none_left = pool->nalive == 0;
     evexec__lock_release(&pool->lock);
-    join_list(zombies); /* already exited: this does not wait for work */
+    join_list(&zombies); /* already exited: this does not wait for work */
     if (none_left)
-        pool_destroy(pool);
+        pool_unref(pool);
 }
 
 void evexec_pool_free(struct evexec_pool *pool)
@@ -584,13 +1122,13 @@ void evexec_pool_free(struct evexec_pool *pool)
         return;
     if (forked(pool))
         return; /* its threads do not exist here: leaked, as documented */
-    if (current_pool == pool) {
-        EVEXEC__ASSERT(false, "evexec_pool_free", "called from one of the pool's own workers");
+    if (inside_own_task(pool)) {
+        EVEXEC__ASSERT(false, "evexec_pool_free", "called from one of the pool's own tasks");
         evexec__pool_orphan(pool);
         return;
     }
     evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT);
-    pool_destroy(pool);
+    pool_unref(pool);
 }
 
 int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *stats)
@@ -599,14 +1137,20 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
         return EINVAL;
     if (forked(pool))
         return EVEXEC_EFORKED;
+    memset(stats, 0, sizeof(*stats));
     evexec__lock_acquire(&pool->lock);
+    uint64_t completed = atomic_load_explicit(&pool->completed, memory_order_relaxed);
     stats->threads = pool->nalive;
     stats->idle = pool->nidle;
     stats->queued = pool->queued;
     stats->submitted = pool->submitted;
-    stats->completed = atomic_load_explicit(&pool->completed, memory_order_relaxed);
+    stats->completed = completed;
     stats->cancelled = pool->cancelled;
+    stats->failed = pool->failed;
+    stats->running = (unsigned)(pool->started - completed);
     stats->threads_started = pool->threads_started;
+    stats->init_failures = pool->init_failures;
+    stats->last_init_error = pool->last_init_error;
     evexec__lock_release(&pool->lock);
     return 0;
 }

@@ -15,9 +15,11 @@ evexec_man3_pages = \
 	man/evexec_loop_new.3 \
 	man/evexec_loop_set_default_pool.3 \
 	man/evexec_pool_new.3 \
+	man/evexec_pool_new_limited.3 \
 	man/evexec_pool_submit.3 \
 	man/evexec_run_in_executor.3 \
-	man/evexec_strerror.3
+	man/evexec_strerror.3 \
+	man/evexec_worker_state.3
 evexec_man7_pages = man/evexec.7
 dist_man_MANS += $(evexec_man3_pages) $(evexec_man7_pages)
 

@@ -4,8 +4,9 @@
 #                                 run; skipped when configure found no mandoc
 #   tests/check-man-coverage.sh   every function of include/evexec.h is named
 #                                 by a page; every page has its sections
-#   tests/man-examples/run.sh     runs the EXAMPLES programs of evexec(7) and
-#                                 evexec_run_in_executor(3) and the example of
+#   tests/man-examples/run.sh     runs the EXAMPLES programs of evexec(7),
+#                                 evexec_run_in_executor(3) and
+#                                 evexec_pool_new_limited(3) and the example of
 #                                 README.md, extracted from the documents and
 #                                 built with -Wall -Wextra -Werror
 #   tests/check-layering.sh       lib/ depends one way only (see the script)
@@ -47,7 +48,7 @@ evexec_example_cflags = -Wall -Wextra -Werror -pthread $(SAN_FLAGS) $(LIBEVENT_C
 evexec_extract = $(SHELL) $(srcdir)/tests/man-examples/extract.sh
 
 check_PROGRAMS += tests/man-examples/evexec_7 tests/man-examples/evexec_run_in_executor_3 \
-	tests/man-examples/readme
+	tests/man-examples/evexec_pool_new_limited_3 tests/man-examples/readme
 TESTS += tests/man-examples/run.sh
 
 nodist_tests_man_examples_evexec_7_SOURCES = tests/man-examples/evexec_7.c
@@ -68,6 +69,16 @@ tests/man-examples/evexec_run_in_executor_3.c: $(srcdir)/man/evexec_run_in_execu
 	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
 	$(evexec_extract) $(srcdir)/man/evexec_run_in_executor.3 >$@.tmp && mv -f $@.tmp $@
 
+nodist_tests_man_examples_evexec_pool_new_limited_3_SOURCES = \
+	tests/man-examples/evexec_pool_new_limited_3.c
+tests_man_examples_evexec_pool_new_limited_3_CFLAGS = $(evexec_example_cflags)
+tests_man_examples_evexec_pool_new_limited_3_LDADD = $(evexec_prog_libs)
+tests_man_examples_evexec_pool_new_limited_3_LDFLAGS = $(evexec_prog_link_flags)
+tests/man-examples/evexec_pool_new_limited_3.c: $(srcdir)/man/evexec_pool_new_limited.3 \
+		$(srcdir)/tests/man-examples/extract.sh
+	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
+	$(evexec_extract) $(srcdir)/man/evexec_pool_new_limited.3 >$@.tmp && mv -f $@.tmp $@
+
 nodist_tests_man_examples_readme_SOURCES = tests/man-examples/readme.c
 tests_man_examples_readme_CFLAGS = $(evexec_example_cflags)
 tests_man_examples_readme_LDADD = $(evexec_prog_libs)
@@ -77,7 +88,7 @@ tests/man-examples/readme.c: $(srcdir)/README.md $(srcdir)/tests/man-examples/ex
 	$(evexec_extract) $(srcdir)/README.md >$@.tmp && mv -f $@.tmp $@
 
 CLEANFILES += tests/man-examples/evexec_7.c tests/man-examples/evexec_run_in_executor_3.c \
-	tests/man-examples/readme.c
+	tests/man-examples/evexec_pool_new_limited_3.c tests/man-examples/readme.c
 
 # The layering of lib/: each object's undefined symbols against the allowed
 # direction, and an executor-only program linked without libevent.

@@ -16,7 +16,11 @@
  *     the test after taking it);
  *   - no task whose cancel returned true ever ran;
  *   - tasks that ran + tasks cancelled == tasks submitted, and the pool's
- *     counters agree.
+ *     counters agree and balance (submitted == completed + cancelled +
+ *     failed + queued + running);
+ *   - several threads calling evexec_pool_shutdown(WAIT) at once on pools
+ *     whose workers are still busy all return only once every worker has
+ *     finished (round after round, bounded by the same time).
  *
  * Bounded by count and by time: EVEXEC_STRESS_TASKS (or argv[1], default
  * 100000) tasks, at most EVEXEC_STRESS_SECONDS (default 8) seconds of
@@ -280,6 +284,99 @@ static long env_long(const char *name, long fallback)
     return *end == '\0' && n > 0 ? n : fallback;
 }
 
+/* ---- concurrent shutdown(WAIT) ------------------------------------------- */
+
+#define SHUTDOWN_WAITERS 3
+#define SHUTDOWN_WORKERS 3
+
+static pthread_key_t gone_key;
+static atomic_int threads_gone;
+
+/* Runs after a worker's start routine returned: the thread's last act
+ * before it can be joined. */
+static void note_thread_gone(void *p)
+{
+    (void)p;
+    sched_yield();
+    atomic_fetch_add(&threads_gone, 1);
+}
+
+static int mark_thread(void *ctx)
+{
+    (void)ctx;
+    pthread_setspecific(gone_key, &gone_key);
+    return 0;
+}
+
+static int short_task(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    for (int i = 0; i < 50; i++)
+        sched_yield();
+    return 0;
+}
+
+struct shutdown_waiter {
+    struct evexec_pool *pool;
+    int rc;
+    int gone_seen;
+};
+
+static void *shutdown_waiter_main(void *arg)
+{
+    struct shutdown_waiter *w = arg;
+    w->rc = evexec_pool_shutdown(w->pool, EVEXEC_SHUTDOWN_WAIT);
+    w->gone_seen = atomic_load(&threads_gone);
+    return NULL;
+}
+
+/* Rounds of: a pool with busy workers, SHUTDOWN_WAITERS threads calling
+ * shutdown(WAIT) at once; each must see every worker gone. Returns the
+ * number of early returns; *rounds_run says how many rounds fitted. */
+static long concurrent_shutdown_rounds(long max_rounds, uint64_t until, long *rounds_run)
+{
+    long early = 0, round = 0;
+    pthread_key_create(&gone_key, note_thread_gone);
+    for (; round < max_rounds && now_ns() < until; round++) {
+        atomic_store(&threads_gone, 0);
+        struct evexec_pool_config cfg = { .max_workers = SHUTDOWN_WORKERS,
+                                          .thread_init = mark_thread };
+        struct evexec_pool *p = evexec_pool_new(&cfg);
+        if (!p) {
+            early++;
+            break;
+        }
+        for (int i = 0; i < 2 * SHUTDOWN_WORKERS; i++)
+            evexec_cfuture_release(evexec_pool_submit(p, short_task, NULL, NULL));
+        struct evexec_pool_stats st;
+        evexec_pool_get_stats(p, &st);
+        int started = (int)st.threads_started;
+        struct shutdown_waiter w[SHUTDOWN_WAITERS];
+        pthread_t t[SHUTDOWN_WAITERS];
+        int nt = 0;
+        for (int i = 0; i < SHUTDOWN_WAITERS; i++) {
+            w[i] = (struct shutdown_waiter){ .pool = p, .rc = -1 };
+            if (pthread_create(&t[i], NULL, shutdown_waiter_main, &w[i]) == 0)
+                nt++;
+            else
+                break;
+        }
+        for (int i = 0; i < nt; i++) {
+            pthread_join(t[i], NULL);
+            /* Workers started after the stats read can only be more. */
+            evexec_pool_get_stats(p, &st);
+            if (w[i].rc != 0 || w[i].gone_seen != (int)st.threads_started ||
+                (int)st.threads_started < started)
+                early++;
+        }
+        evexec_pool_free(p);
+    }
+    pthread_key_delete(gone_key);
+    *rounds_run = round;
+    return early;
+}
+
 int main(int argc, char **argv)
 {
     total_tasks = env_long("EVEXEC_STRESS_TASKS", 100000);
@@ -288,7 +385,7 @@ int main(int argc, char **argv)
     long seconds = env_long("EVEXEC_STRESS_SECONDS", 8);
     unsigned seed = (unsigned)env_long("EVEXEC_STRESS_SEED", (long)(time(NULL) & 0x7fffffff));
 
-    printf("1..6\n");
+    printf("1..7\n");
     printf("# seed %u (EVEXEC_STRESS_SEED=%u to replay the choices), %ld tasks, %ld s bound\n",
            seed, seed, total_tasks, seconds);
     fflush(stdout);
@@ -381,10 +478,16 @@ int main(int argc, char **argv)
         ran, cancelled, submitted, bad_state);
     tap(stats_rc == 0 && st.submitted == (uint64_t)submitted &&
         st.completed == (uint64_t)ran && st.cancelled == (uint64_t)cancelled &&
-        st.threads == 0 && st.queued == 0,
-        "pool counters agree (submitted %" PRIu64 ", completed %" PRIu64
-        ", cancelled %" PRIu64 ", threads %u)",
-        st.submitted, st.completed, st.cancelled, st.threads);
+        st.failed == 0 && st.running == 0 && st.threads == 0 && st.queued == 0 &&
+        st.submitted == st.completed + st.cancelled + st.failed + st.queued + st.running,
+        "pool counters agree and balance (submitted %" PRIu64 ", completed %" PRIu64
+        ", cancelled %" PRIu64 ", failed %" PRIu64 ", threads %u)",
+        st.submitted, st.completed, st.cancelled, st.failed, st.threads);
+    long rounds = 0;
+    long early = concurrent_shutdown_rounds(200, now_ns() + (uint64_t)seconds * 500000000u,
+                                            &rounds);
+    tap(rounds > 0 && early == 0, "%d concurrent shutdown(WAIT) calls return after every "
+        "worker finished (%ld rounds, %ld early returns)", SHUTDOWN_WAITERS, rounds, early);
     free(records);
     return tap_failed ? 1 : 0;
 }

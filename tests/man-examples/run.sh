@@ -1,12 +1,13 @@
 #!/bin/sh
-# tests/man-examples/run.sh -- runs the EXAMPLES programs of evexec(7) and
-# evexec_run_in_executor(3) and the example of README.md, which `make check`
+# tests/man-examples/run.sh -- runs the EXAMPLES programs of evexec(7),
+# evexec_run_in_executor(3) and evexec_pool_new_limited(3) and the example of
+# README.md, which `make check`
 # extracted from those documents and compiled with -Wall -Wextra -Werror
 # against the built library, and checks what they print. Prints TAP.
 builddir=${top_builddir:-.}
 dir=$builddir/tests/man-examples
 
-echo "1..3"
+echo "1..4"
 n=0
 # check PROGRAM EXPECTED-LINE DESCRIPTION
 check() {
@@ -31,4 +32,5 @@ check() {
 }
 check evexec_7 "sum = 333833500" "evexec(7) EXAMPLES"
 check evexec_run_in_executor_3 "Operation canceled" "evexec_run_in_executor(3) EXAMPLES"
+check evexec_pool_new_limited_3 "found; 1 2 3 4 5" "evexec_pool_new_limited(3) EXAMPLES"
 check readme "144" "README.md example"
