@@ -3,7 +3,8 @@
  * application would use it: one explicit pool of exactly `pool` workers
  * (min_workers = max_workers = pool) shared by every loop; each loop a
  * libevent base with a struct evexec_loop on it, made and run by one
- * thread; evexec_run_in_executor() with a done callback per task. libevent
+ * thread; evexec_run_in_executor() with a done callback per task; the
+ * limited view is evexec_pool_new_limited(pool, max_running). libevent
  * is not told about threads (evthread_use_pthreads): each base is used by
  * its own thread only, and the library never calls it from a worker.
  */
@@ -17,14 +18,6 @@
 #include <event2/event.h>
 
 #include "evexec.h"
-
-/* Limited views (evexec_pool_new_limited) are newer than the rest of the
- * API. A weak reference lets this program build and run against a library
- * with or without them: the address is NULL when the library lacks the
- * function, and the view row then says so. */
-extern struct evexec_pool *evexec_pool_new_limited(struct evexec_pool *parent,
-                                                   unsigned max_running)
-    __attribute__((weak));
 
 struct bench_loop {
     struct event_base *base;
@@ -69,8 +62,6 @@ void drv_init(const struct bench_driver_opts *opts)
 
 const char *drv_view_new(unsigned max_running)
 {
-    if (!evexec_pool_new_limited)
-        return "this libevexec has no evexec_pool_new_limited";
     view = evexec_pool_new_limited(pool, max_running);
     if (!view)
         bench_die("evexec_pool_new_limited: %s", evexec_strerror(errno));

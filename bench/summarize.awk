@@ -136,7 +136,7 @@ END {
         if (!(row in workload)) continue
         w = workload[row]
         if ((row SUBSEP "evexec") in unavailable) {
-            printf "%-18s %s\n", label_of(row), "not measured: this libevexec has no limited view (evexec_pool_new_limited)"
+            printf "%-18s %s\n", label_of(row), "not measured: the libevexec program has no limited view (view=unavailable)"
             if (plotdata != "")
                 printf "\"%s\" n/a\n", short_label(row, "p99_ms") > plotdata
             continue
@@ -153,7 +153,8 @@ END {
             ratio = "-"
             # A ratio of figures that can be negative (a timer tick earlier
             # than its period) would mean nothing.
-            if (ne && nu && umed > 0 && emed >= 0) ratio = sprintf("%.2f", emed / umed)
+            if (ne && nu && umed > 0 && emed >= 0)
+                ratio = sprintf(emed / umed < 0.1 ? "%.2g" : "%.2f", emed / umed)
             printf "%-18s %-17s %-6s  %-26s  %-26s  %s\n", label_of(row), m, better, ecol, ucol, ratio
             if (plotdata != "" && headline(w, m) && ne && nu && umed > 0 && emed > 0) {
                 adv = (better == "higher") ? emed / umed : umed / emed
