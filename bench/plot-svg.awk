@@ -55,9 +55,10 @@ END {
     span = int(maxlog) + 1
     if (span < 1) span = 1
     if (span > 10) span = 10
+    step = int((span + 4) / 5)   # axis labels on every step-th doubling: room for each
     left = 250; width = 560; top = 56; bar_h = 16; pitch = 24
     height = top + n * pitch + 56
-    total_w = left + width + 80
+    total_w = left + width + 90
     printf "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
     printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n", total_w, height, total_w, height
     printf "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
@@ -69,7 +70,8 @@ END {
         stroke = (k == 0) ? "#333" : "#ddd"
         stroke_w = (k == 0) ? "1.5" : "1"
         printf "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"%s\" stroke-width=\"%s\"/>\n", x, top - 6, x, top + n * pitch, stroke, stroke_w
-        printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">%s</text>\n", x, top + n * pitch + 16, power_label(k)
+        if (k % step == 0)
+            printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">%s</text>\n", x, top + n * pitch + 16, power_label(k)
     }
     printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"#555\">advantage factor of libevexec over %s</text>\n", left + width / 2, top + n * pitch + 36, esc(other)
     x1 = xof(1)
@@ -86,10 +88,12 @@ END {
         if (w < 1) w = 1
         fill = (values[i] >= 1) ? "#4477aa" : "#cc6677"
         printf "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", lo, y, w, bar_h, fill
+        # A bar cut at the edge of the axis still shows its whole factor.
+        shown = (values[i] >= 100) ? sprintf("%.0f", values[i]) : (values[i] >= 0.1) ? sprintf("%.2f", values[i]) : sprintf("%.2g", values[i])
         if (values[i] >= 1)
-            printf "<text x=\"%.1f\" y=\"%d\">%.2f</text>\n", x + 4, y + bar_h - 3, values[i]
+            printf "<text x=\"%.1f\" y=\"%d\">%s</text>\n", x + 4, y + bar_h - 3, shown
         else
-            printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"end\">%.2f</text>\n", x - 4, y + bar_h - 3, values[i]
+            printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"end\">%s</text>\n", x - 4, y + bar_h - 3, shown
     }
     printf "</svg>\n"
 }
