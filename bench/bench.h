@@ -60,6 +60,7 @@ struct bench_driver_counters {
     bool has_wakeup_writes;
     uint64_t wakeup_writes;   /* of the loop asked about */
     uint64_t drains;          /* of the loop asked about */
+    uint64_t passes_cut;      /* of the loop asked about: passes stopped by their time budget */
     unsigned workers;         /* worker threads of the pool alive (0 if unknown) */
 };
 

@@ -166,6 +166,7 @@ void drv_counters(struct bench_loop *l, struct bench_driver_counters *out)
         out->has_wakeup_writes = true;
         out->wakeup_writes = ls.wakeup_writes;
         out->drains = ls.drains;
+        out->passes_cut = ls.passes_cut;
     }
     if (evexec_pool_get_stats(pool, &ps) == 0)
         out->workers = ps.threads;

@@ -129,6 +129,7 @@ void drv_counters(struct bench_loop *l, struct bench_driver_counters *out)
     out->has_wakeup_writes = false;
     out->wakeup_writes = 0;
     out->drains = 0;
+    out->passes_cut = 0;
     out->workers = 0;
 }
 

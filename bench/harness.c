@@ -215,8 +215,9 @@ static void report(void)
         printf(" workers=%u", phase.c1.workers);
     if (phase.c1.has_wakeup_writes) {
         uint64_t writes = phase.c1.wakeup_writes - phase.c0.wakeup_writes;
-        printf(" wakeup_writes=%" PRIu64 " wakeups_per_task=%.5f drains=%" PRIu64, writes,
-               (double)writes / n, phase.c1.drains - phase.c0.drains);
+        printf(" wakeup_writes=%" PRIu64 " wakeups_per_task=%.5f drains=%" PRIu64
+               " passes_cut=%" PRIu64, writes, (double)writes / n,
+               phase.c1.drains - phase.c0.drains, phase.c1.passes_cut - phase.c0.passes_cut);
     }
     if (bench_count_on) {
         /* The harness's own malloc per job and its free are not the library's. */

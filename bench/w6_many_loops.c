@@ -66,7 +66,7 @@ static void w6_run(void)
     for (unsigned i = 0; i < opt.loops; i++)
         pthread_join(w6_threads[i].tid, NULL);
     phase_end();
-    uint64_t first = UINT64_MAX, last = 0, writes = 0, drains = 0;
+    uint64_t first = UINT64_MAX, last = 0, writes = 0, drains = 0, cut = 0;
     for (unsigned i = 0; i < opt.loops; i++) {
         struct w6_thread *t = &w6_threads[i];
         if (t->run.t_first_ns < first)
@@ -75,13 +75,15 @@ static void w6_run(void)
             last = t->run.t_last_ns;
         writes += t->c1.wakeup_writes - t->c0.wakeup_writes;
         drains += t->c1.drains - t->c0.drains;
+        cut += t->c1.passes_cut - t->c0.passes_cut;
     }
     phase.t0 = first;
     phase.t1 = last;
-    phase.c0.wakeup_writes = phase.c0.drains = 0;
+    phase.c0.wakeup_writes = phase.c0.drains = phase.c0.passes_cut = 0;
     phase.c1.has_wakeup_writes = w6_threads[0].c1.has_wakeup_writes;
     phase.c1.wakeup_writes = writes;
     phase.c1.drains = drains;
+    phase.c1.passes_cut = cut;
     pthread_barrier_destroy(&w6_ready);
     pthread_barrier_destroy(&w6_go);
     free(w6_threads);
