@@ -15,7 +15,7 @@ function metrics_of(w) {
     if (w == "w2") return "p50_us:lower mean_us:lower p99_us:lower max_us:lower cpu_us_per_task:lower"
     if (w == "w3") return "speedup:higher parallelism:higher wall_s:lower late_busy_max_ms:lower late_idle_max_ms:lower serial_s:lower"
     if (w == "w4") return "wall_s:lower wall_over_ideal:lower"
-    if (w == "w5") return "late_p99_ms:lower late_p50_ms:lower late_max_ms:lower ticks:higher tasks_per_s:higher wakeups_per_task:lower"
+    if (w == "w5") return "late_p99_ms:lower late_p50_ms:lower late_max_ms:lower ticks:higher ticks_share:higher tasks_per_s:higher wakeups_per_task:lower"
     if (w == "w6") return "tasks_per_s:higher cpu_us_per_task:lower wakeups_per_task:lower writes_per_task:lower allocs_per_task:lower vcsw:lower ivcsw:lower"
     if (w == "w7") return "p99_ms:lower p50_ms:lower max_ms:lower short_tasks:higher long_tasks:higher"
     if (w == "w8") return "bytes_per_task:lower drain_s:lower submit_s:lower kept_allocs:lower jobs_unfreed:lower wrong_results:lower"

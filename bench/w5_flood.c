@@ -51,6 +51,7 @@ static void w5_report(void)
 {
     uint64_t kept = w5_ticks < W5_MAX_TICKS ? w5_ticks : W5_MAX_TICKS;
     double p50 = 0, p99 = 0, max = 0, mean = 0, wall = phase_wall_s();
+    double expected = wall * 1e3 / opt.period_ms; /* ticks of a timer that never waited */
     if (kept) {
         qsort(w5_late_ns, kept, sizeof(*w5_late_ns), cmp_i64);
         double sum = 0;
@@ -62,10 +63,11 @@ static void w5_report(void)
         max = (double)w5_late_ns[kept - 1] / 1e6;
     }
     printf(" window=%" PRIu64 " tasks_per_s=%.0f period_ms=%u ticks=%" PRIu64
-           " ticks_expected=%.0f late_p50_ms=%.3f late_p99_ms=%.3f late_max_ms=%.3f"
-           " late_mean_ms=%.3f precise_timer=%s",
-           opt.window, (double)opt.n / wall, opt.period_ms, w5_ticks,
-           wall * 1e3 / opt.period_ms, p50, p99, max, mean, precise_timer());
+           " ticks_expected=%.0f ticks_share=%.3f late_p50_ms=%.3f late_p99_ms=%.3f"
+           " late_max_ms=%.3f late_mean_ms=%.3f precise_timer=%s",
+           opt.window, (double)opt.n / wall, opt.period_ms, w5_ticks, expected,
+           expected > 0 ? (double)w5_ticks / expected : 0.0, p50, p99, max, mean,
+           precise_timer());
     free(w5_late_ns);
 }
 
