@@ -67,15 +67,15 @@ struct event_base;
 /** @name Version */
 /**@{*/
 #define EVEXEC_VERSION_MAJOR 0
-#define EVEXEC_VERSION_MINOR 1
+#define EVEXEC_VERSION_MINOR 2
 #define EVEXEC_VERSION_PATCH 0
-#define EVEXEC_VERSION_STRING "0.1.0"
+#define EVEXEC_VERSION_STRING "0.2.0"
 /** (major << 16) | (minor << 8) | patch, for compile-time comparisons. */
 #define EVEXEC_VERSION_HEX \
     ((EVEXEC_VERSION_MAJOR << 16) | (EVEXEC_VERSION_MINOR << 8) | EVEXEC_VERSION_PATCH)
 
 /**
- * The version of the library the program runs with ("0.1.0"), which may
+ * The version of the library the program runs with ("0.2.0"), which may
  * differ from EVEXEC_VERSION_STRING, the one it was compiled against.
  * @return a static string. Any thread.
  */
@@ -205,7 +205,8 @@ struct evexec_cfuture;
  * @param free_result called on the result if nobody takes it (may be NULL).
  * @return a concurrent future holding one reference for the caller (drop it
  *   with evexec_cfuture_release()), or NULL with errno EINVAL (NULL pool or
- *   fn), ESHUTDOWN (after evexec_pool_shutdown), EAGAIN (max_queued reached),
+ *   fn), ESHUTDOWN (after evexec_pool_shutdown of the pool or, for a view,
+ *   of a pool it is a view of), EAGAIN (max_queued reached),
  *   EVEXEC_EBROKEN (a thread_init failed), EVEXEC_EFORKED, ENOMEM.
  * If no worker thread will look at the queue again and none can be created,
  * the future fails with EAGAIN (counted in evexec_pool_stats.failed). Any
@@ -329,7 +330,8 @@ EVEXEC_EXPORT unsigned evexec_worker_index(void);
 /** Done callback of a concurrent future. */
 typedef void (*evexec_cfuture_cb)(struct evexec_cfuture *cf, void *arg);
 
-/** @return the state (EVEXEC_PENDING ...), or -1 if cf is NULL. Any thread. */
+/** @return the state (EVEXEC_PENDING ...), or -1 with errno EINVAL (NULL) or
+ *  EVEXEC_EFORKED (made before fork()). Any thread. */
 EVEXEC_EXPORT int evexec_cfuture_state(struct evexec_cfuture *cf);
 
 /**
@@ -337,7 +339,8 @@ EVEXEC_EXPORT int evexec_cfuture_state(struct evexec_cfuture *cf);
  * callbacks run now, in this thread. A running task cannot be stopped, but
  * from now on evexec_cancel_requested() returns true inside it.
  * @return true if the future is cancelled after the call (it was pending or
- *   already cancelled), false if it is running or finished. Any thread.
+ *   already cancelled), false if it is running or finished, or with errno
+ *   EINVAL (NULL) or EVEXEC_EFORKED (made before fork()). Any thread.
  */
 EVEXEC_EXPORT bool evexec_cfuture_cancel(struct evexec_cfuture *cf);
 
@@ -345,7 +348,7 @@ EVEXEC_EXPORT bool evexec_cfuture_cancel(struct evexec_cfuture *cf);
  * Wait until the future is done (finished or cancelled).
  * @param timeout_ms -1 waits forever, 0 polls.
  * @return 0 when done, ETIMEDOUT, EINVAL (NULL, or timeout_ms < -1),
- *   EVEXEC_EFORKED (not done, and made before fork()). Any thread.
+ *   EVEXEC_EFORKED (made before fork(), done or not). Any thread.
  */
 EVEXEC_EXPORT int evexec_cfuture_wait(struct evexec_cfuture *cf, long timeout_ms);
 
@@ -369,18 +372,45 @@ EVEXEC_EXPORT int evexec_cfuture_take_result(struct evexec_cfuture *cf, long tim
  * Call cb(cf, arg) exactly once when the future is done: in the thread that
  * completes it (a worker, or the thread that cancels it), or at once, in this
  * thread, if it is done already. Callbacks run in registration order.
- * @return 0, EINVAL, ENOMEM. Any thread.
+ * @return 0, EINVAL, ENOMEM, EVEXEC_EFORKED (made before fork(): nothing
+ *   would call back). Any thread.
  */
 EVEXEC_EXPORT int evexec_cfuture_add_done_callback(struct evexec_cfuture *cf,
                                                    evexec_cfuture_cb cb, void *arg);
 
-/** Take one more reference. Any thread. */
+/** @name When a wait over several futures ends (evexec_wait,
+ *  evexec_cfuture_wait_many) */
+/**@{*/
+/** As soon as one of them is done. */
+#define EVEXEC_FIRST_COMPLETED 1u
+/** As soon as one of them failed (an error, or cancelled), or all are done. */
+#define EVEXEC_FIRST_EXCEPTION 2u
+/** When all of them are done. */
+#define EVEXEC_ALL_COMPLETED   3u
+/**@}*/
+
+/**
+ * Wait for several concurrent futures (concurrent.futures.wait) until
+ * return_when holds: EVEXEC_FIRST_COMPLETED, EVEXEC_FIRST_EXCEPTION (a
+ * cancelled future counts as failed; a taken result does not) or
+ * EVEXEC_ALL_COMPLETED. It only waits: the caller then inspects each future.
+ * n == 0 holds at once; a future given twice counts once.
+ * @param timeout_ms -1 waits forever, 0 only looks.
+ * @return 0 when the condition holds, ETIMEDOUT, EINVAL (cfs NULL with
+ *   n > 0, a NULL entry, an unknown return_when, timeout_ms < -1),
+ *   EVEXEC_EFORKED (one of them was made before fork(); as every other call
+ *   on such a future). Any thread.
+ */
+EVEXEC_EXPORT int evexec_cfuture_wait_many(struct evexec_cfuture *const *cfs, size_t n,
+                                           unsigned return_when, long timeout_ms);
+
+/** Take one more reference. Any thread. Made before fork(): no-op. */
 EVEXEC_EXPORT void evexec_cfuture_retain(struct evexec_cfuture *cf);
 /** Drop one reference; the last frees the future and any result nobody took.
  *  The worker that ran the task holds a reference of its own until it has
  *  run the done callbacks, so the last release may be that worker's, a
- *  moment after a wait returned. Releasing does not cancel. NULL is a no-op.
- *  Any thread. */
+ *  moment after a wait returned. Releasing does not cancel. NULL, or a
+ *  future made before fork() (leaked in the child), is a no-op. Any thread. */
 EVEXEC_EXPORT void evexec_cfuture_release(struct evexec_cfuture *cf);
 
 /**
@@ -505,7 +535,8 @@ EVEXEC_EXPORT struct evexec_pool *evexec_loop_default_pool(struct evexec_loop *l
  * @return 0, EINVAL (NULL loop or pool), EBUSY (the loop already made its
  *   own default pool: set it before the first evexec_run_in_executor() with
  *   a NULL pool), ESHUTDOWN (after evexec_loop_shutdown_default_pool()),
- *   EVEXEC_ECLOSED, EVEXEC_EFORKED. Loop thread.
+ *   EVEXEC_ECLOSED, EVEXEC_EFORKED (loop or pool made before fork()).
+ *   Loop thread.
  */
 EVEXEC_EXPORT int evexec_loop_set_default_pool(struct evexec_loop *loop,
                                                struct evexec_pool *pool);
@@ -546,7 +577,7 @@ EVEXEC_EXPORT int evexec_future_set_error(struct evexec_future *f, int err);
  * Cancel: a pending future becomes cancelled and its done callbacks are
  * scheduled; a chained one also cancels its concurrent future.
  * @return true if the future is cancelled after the call; false if it is
- *   finished, or NULL.
+ *   finished, or with errno EINVAL (NULL) or EVEXEC_EFORKED.
  */
 EVEXEC_EXPORT bool evexec_future_cancel(struct evexec_future *f);
 /**
@@ -566,7 +597,9 @@ EVEXEC_EXPORT int evexec_future_request_cancel(struct evexec_future *f);
  * loop.shutdown_default_executor(timeout)): queued work still runs, later
  * evexec_run_in_executor() calls with a NULL pool fail with ESHUTDOWN. A
  * pool the loop made is freed once its threads exit; a pool given with
- * evexec_loop_set_default_pool() is shut down but stays the caller's.
+ * evexec_loop_set_default_pool() is shut down but stays the caller's, who
+ * may free it once the future is done (whatever its outcome): the library
+ * no longer touches it then.
  * @param timeout_ms -1: no limit; >= 0: the future fails with ETIMEDOUT if
  *   the threads have not all exited by then (they go on exiting).
  * @return a future (one reference for the caller) that finishes (result
@@ -586,7 +619,8 @@ EVEXEC_EXPORT bool evexec_future_cancelled(struct evexec_future *f);
 /**
  * Read the outcome without blocking.
  * @param result set to the result on success; the future keeps ownership.
- * @return 0, the error, ECANCELED, EINPROGRESS (not done), EVEXEC_ETAKEN, EINVAL.
+ * @return 0, the error, ECANCELED, EINPROGRESS (not done), EVEXEC_ETAKEN, EINVAL,
+ *   EVEXEC_EFORKED (made before fork(), done or not).
  */
 EVEXEC_EXPORT int evexec_future_result(struct evexec_future *f, void **result);
 /**
@@ -605,6 +639,15 @@ EVEXEC_EXPORT int evexec_future_take_result(struct evexec_future *f, void **resu
  */
 EVEXEC_EXPORT int evexec_future_add_done_callback(struct evexec_future *f,
                                                   evexec_future_cb cb, void *arg);
+
+/**
+ * Remove every registration of (cb, arg) on f that has not run yet
+ * (asyncio remove_done_callback); the others keep their order.
+ * @return how many were removed (0 if none), or -1 with errno EINVAL (NULL
+ *   f) or EVEXEC_EFORKED.
+ */
+EVEXEC_EXPORT int evexec_future_remove_done_callback(struct evexec_future *f,
+                                                     evexec_future_cb cb, void *arg);
 
 /** Take one more reference. */
 EVEXEC_EXPORT void evexec_future_retain(struct evexec_future *f);
@@ -660,6 +703,68 @@ EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor(struct evexec_loop *l
 EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
     struct evexec_pool *pool, evexec_work_fn fn, void *arg, evexec_free_fn free_result,
     evexec_free_fn free_arg) EVEXEC_WARN_UNUSED;
+/**@}*/
+
+/* ------------------------------------------------------------------------ */
+/** @name Composing loop futures (loop thread only)
+ *
+ * Timeouts and combinators built from loop futures, as asyncio's sleep,
+ * wait_for, gather and wait. Each returns a new future with one reference
+ * for the caller. A combinator takes references of its own on the futures it
+ * is given, which stay the caller's; their results stay theirs. A pending
+ * one with a timeout keeps event_base_dispatch() running (its timer is a
+ * libevent timer on the loop's base); cancelling it, or evexec_loop_free(),
+ * stops its timer and lets go of its futures at once. The new future never
+ * completes inside the call that made it, even over futures that are done
+ * already: at the earliest on the loop's next pass. Timeouts are in
+ * milliseconds: -1 means none, 0 means "on the next pass".
+ * Every one fails with NULL and errno EINVAL (a NULL loop or future, fs NULL
+ * with n > 0, a future of another loop, a timeout below -1), EVEXEC_ECLOSED,
+ * EVEXEC_EFORKED or ENOMEM.
+ */
+/**@{*/
+
+/**
+ * A future that finishes, with result NULL, ms milliseconds from now
+ * (asyncio.sleep). @return the future, or NULL with errno (EINVAL for
+ * ms < 0).
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_sleep(struct evexec_loop *loop, long ms)
+    EVEXEC_WARN_UNUSED;
+
+/**
+ * A future with f's outcome, unless timeout_ms passes first: then f is
+ * cancelled (which cancels its work) and the new future fails with
+ * ETIMEDOUT (asyncio.wait_for). Cancelling the new future cancels f; f
+ * cancelled by someone else makes it cancelled too. When f finished without
+ * error, the new future borrows f's result, which stays f's: taking it
+ * through either future takes it from both.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_wait_for(struct evexec_future *f, long timeout_ms)
+    EVEXEC_WARN_UNUSED;
+
+/**
+ * A future that finishes, with result NULL, when all n futures of fs have
+ * finished without error (asyncio.gather). It fails at once with the first
+ * error in completion order -- a future that was cancelled counts as the
+ * error ECANCELED -- and the others keep running. Cancelling it cancels them
+ * all. n == 0 finishes on the next pass; a future given twice counts once.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_gather(struct evexec_loop *loop,
+    struct evexec_future *const *fs, size_t n) EVEXEC_WARN_UNUSED;
+
+/**
+ * A future that finishes, with result NULL, when return_when holds for the n
+ * futures of fs (asyncio.wait): EVEXEC_FIRST_COMPLETED, EVEXEC_FIRST_EXCEPTION
+ * (one failed with an error or was cancelled, or all are done) or
+ * EVEXEC_ALL_COMPLETED; or that fails with ETIMEDOUT when timeout_ms passes
+ * first. It never cancels the futures it waits on, not even when it is
+ * cancelled: the caller inspects each one. n == 0 finishes on the next pass;
+ * a future given twice counts once. An unknown return_when: EINVAL.
+ */
+EVEXEC_EXPORT struct evexec_future *evexec_wait(struct evexec_loop *loop,
+    struct evexec_future *const *fs, size_t n, unsigned return_when, long timeout_ms)
+    EVEXEC_WARN_UNUSED;
 /**@}*/
 
 #ifdef __cplusplus

@@ -12,8 +12,8 @@
  * without waiting (its threads exit as their current task ends).
  *
  * The default pool's shutdown (evexec_loop_shutdown_default_pool) must not
- * block the loop, and pool threads can only be joined by blocking: a helper
- * thread does the waiting and posts the news to the loop.
+ * block the loop: a helper thread joins the loop's own pool, a given pool is
+ * polled from the loop thread (see below why).
  */
 #include "chain.h"
 
@@ -63,6 +63,9 @@ int evexec_loop_set_default_pool(struct evexec_loop *loop, struct evexec_pool *p
         return err;
     if (!pool)
         return EINVAL;
+    struct evexec_pool_stats st;
+    if (evexec_pool_get_stats(pool, &st) == EVEXEC_EFORKED)
+        return EVEXEC_EFORKED; /* its threads are the parent's: nothing would run */
     if (loop->default_pool_shut)
         return ESHUTDOWN;
     if (loop->default_pool && loop->default_pool_owned)
@@ -98,13 +101,30 @@ struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
 
 /* ---- evexec_loop_shutdown_default_pool ---------------------------------- */
 
+/*
+ * Two ways to wait, by who owns the pool:
+ *   - the loop's own pool: a helper thread frees it (joining its threads)
+ *     and posts the news; nobody else can touch that pool, so the helper may
+ *     take as long as the threads do;
+ *   - a pool given with evexec_loop_set_default_pool: it stays the
+ *     program's, which may free it as soon as the future is done (timed out
+ *     or cancelled too) or the loop is freed. A helper blocked in it then
+ *     would touch freed memory (and may not even have started when the
+ *     program frees it). So the loop thread shuts it down without waiting
+ *     and polls its thread count on a timer, stopped when the future
+ *     settles: the pool is never touched after that.
+ */
+#define SHUTDOWN_POLL_MAX_MS 50
+
 struct pool_shutdown {
     struct evexec_future f;
-    struct evexec__handle joined;  /* posted by the helper thread */
+    struct evexec__handle joined;  /* posted by the helper (queued if no pool) */
     struct evexec_pool *pool;      /* NULL: there was none to shut down */
     bool owned;
     bool counted;                  /* counts as loop work */
     struct event *timer;           /* the timeout, while armed */
+    struct event *poll;            /* a given pool's thread count, while polled */
+    long poll_ms;
 };
 
 static void shutdown_stop_timer(struct pool_shutdown *op)
@@ -123,13 +143,25 @@ static void shutdown_uncount(struct pool_shutdown *op)
     }
 }
 
+/* The future settled (finished, timed out, cancelled): stop everything the
+ * loop thread does for it. Stopping the poll drops the poll's reference,
+ * which may be the last: op may be gone after this. */
+static void shutdown_settled(struct pool_shutdown *op)
+{
+    shutdown_stop_timer(op);
+    shutdown_uncount(op);
+    if (op->poll) {
+        event_free(op->poll);
+        op->poll = NULL;
+        evexec_future_release(&op->f);
+    }
+}
+
 /* Cancelled by the user or by evexec_loop_free: the pool keeps shutting
  * down, the future no longer waits for it. */
 static void shutdown_cancelled(struct evexec_future *f)
 {
-    struct pool_shutdown *op = evexec__container_of(f, struct pool_shutdown, f);
-    shutdown_stop_timer(op);
-    shutdown_uncount(op);
+    shutdown_settled(evexec__container_of(f, struct pool_shutdown, f));
 }
 
 static void shutdown_release(struct evexec_future *f)
@@ -143,40 +175,78 @@ static const struct evexec__future_ops shutdown_ops = {
     .producer_only = true,
 };
 
+static void shutdown_finish(struct pool_shutdown *op, int err)
+{
+    if (op->f.state == EVEXEC__F_PENDING)
+        evexec__future_finish(&op->f, NULL, NULL, err);
+    shutdown_settled(op);
+}
+
 static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct pool_shutdown *op = arg;
-    shutdown_stop_timer(op);
-    if (op->f.state == EVEXEC__F_PENDING)
-        evexec__future_finish(&op->f, NULL, NULL, ETIMEDOUT);
-    shutdown_uncount(op); /* the threads go on exiting; nobody waits for them */
+    /* The threads go on exiting; nobody waits for them. */
+    shutdown_finish(arg, ETIMEDOUT);
 }
 
-/* The helper thread has joined every worker (loop thread), or the loop is
- * gone (any thread: touch only the operation's own memory). */
+static void on_shutdown_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pool_shutdown *op = arg;
+    struct evexec_pool_stats st;
+    struct timeval tv = {0, 0};
+    if (evexec_pool_get_stats(op->pool, &st) != 0 || st.threads == 0) {
+        /* Outcomes the last tasks posted before their threads exited come
+         * first, as the helper's post comes after them: outside a drain,
+         * an empty foreign stack means they have all been run. */
+        if (atomic_load(&op->f.loop->foreign) == NULL) {
+            shutdown_finish(op, 0);
+            return;
+        }
+    } else {
+        op->poll_ms = op->poll_ms ? op->poll_ms * 2 : 1;
+        if (op->poll_ms > SHUTDOWN_POLL_MAX_MS)
+            op->poll_ms = SHUTDOWN_POLL_MAX_MS;
+        tv.tv_usec = op->poll_ms * 1000;
+    }
+    evtimer_add(op->poll, &tv);
+}
+
+/* The helper thread has freed the loop's own pool, or there was no pool
+ * (loop thread); or the loop is gone (any thread: touch only the
+ * operation's own memory). */
 static void on_shutdown_joined(struct evexec__handle *h, bool discard)
 {
     struct pool_shutdown *op = evexec__container_of(h, struct pool_shutdown, joined);
-    if (!discard) {
-        shutdown_stop_timer(op);
-        if (op->f.state == EVEXEC__F_PENDING)
-            evexec__future_finish(&op->f, NULL, NULL, 0);
-        shutdown_uncount(op);
-    }
-    evexec_future_release(&op->f); /* the helper thread's reference */
+    if (!discard)
+        shutdown_finish(op, 0);
+    evexec_future_release(&op->f); /* the helper's or the pass's reference */
 }
 
 static void *shutdown_thread(void *arg)
 {
     struct pool_shutdown *op = arg;
-    if (op->owned)
-        evexec_pool_free(op->pool);
-    else
-        evexec_pool_shutdown(op->pool, EVEXEC_SHUTDOWN_WAIT);
+    evexec_pool_free(op->pool);
     evexec__loop_post(op->f.loop, &op->joined);
     return NULL;
+}
+
+/* The loop's own pool: free it on a helper thread. */
+static int start_helper(struct pool_shutdown *op)
+{
+    /* The helper blocks every signal, as workers do: signals stay with the
+     * loop thread. */
+    pthread_t t;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = evexec__thread_create(&t, shutdown_thread, op);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!err)
+        pthread_detach(t);
+    return err;
 }
 
 struct evexec_future *evexec_loop_shutdown_default_pool(struct evexec_loop *loop,
@@ -197,33 +267,33 @@ struct evexec_future *evexec_loop_shutdown_default_pool(struct evexec_loop *loop
     op->pool = pool;
     op->owned = pool && loop->default_pool_owned;
     op->joined.run = on_shutdown_joined;
-    if (pool && timeout_ms >= 0) {
-        op->timer = evtimer_new(loop->base, on_shutdown_timeout, op);
-        if (!op->timer) {
-            evexec__free(op);
-            errno = ENOMEM;
-            return NULL;
-        }
+    if (pool && timeout_ms >= 0 && !(op->timer = evtimer_new(loop->base, on_shutdown_timeout, op)))
+        err = ENOMEM;
+    if (!err && pool && !op->owned && !(op->poll = evtimer_new(loop->base, on_shutdown_poll, op)))
+        err = ENOMEM;
+    if (err) {
+        shutdown_stop_timer(op);
+        evexec__free(op);
+        errno = err;
+        return NULL;
     }
-    evexec__future_init(&op->f, loop, pool ? 2 : 1, &shutdown_ops, NULL); /* caller + helper */
+    /* caller + (helper, poll or pass) */
+    evexec__future_init(&op->f, loop, 2, &shutdown_ops, NULL);
+    if (op->owned && (err = start_helper(op)) != 0) {
+        shutdown_stop_timer(op);
+        evexec__list_remove(&op->f.pending_node);
+        evexec__loop_release(loop);
+        evexec__free(op);
+        errno = err;
+        return NULL;
+    }
     if (pool) {
-        /* The helper blocks every signal, as workers do: signals stay with
-         * the loop thread. */
-        pthread_t t;
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        err = evexec__thread_create(&t, shutdown_thread, op);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (err) {
-            shutdown_stop_timer(op);
-            evexec__list_remove(&op->f.pending_node);
-            evexec__loop_release(loop);
-            evexec__free(op);
-            errno = err;
-            return NULL;
+        if (!op->owned) {
+            /* Stop accepting work now; queued work still runs. */
+            (void)evexec_pool_shutdown(pool, 0);
+            static const struct timeval now = {0, 0};
+            evtimer_add(op->poll, &now); /* never inside this call */
         }
-        pthread_detach(t);
         op->counted = true;
         evexec__loop_work_begin(loop);
         if (op->timer) {
@@ -231,8 +301,9 @@ struct evexec_future *evexec_loop_shutdown_default_pool(struct evexec_loop *loop
             evtimer_add(op->timer, &tv);
         }
     } else {
-        /* Nothing to wait for: done on the next pass, never inside the call. */
-        evexec__future_finish(&op->f, NULL, NULL, 0);
+        /* Nothing to wait for: done on the next pass, never inside the call
+         * (the queued handle completes it as the helper's post would). */
+        evexec__loop_schedule(loop, &op->joined);
     }
     loop->default_pool = NULL;
     loop->default_pool_owned = false;

@@ -14,6 +14,12 @@
  * so at least one side sees the other: either the completer takes the stripe
  * lock and wakes / runs them, or the registrant sees "done" itself.
  *
+ * evexec_cfuture_wait_many cannot sleep on several stripes at once; it
+ * marks each future it waits for with EVEXEC__CF_MANY and sleeps on one
+ * process-wide wait word instead, which a completer of a marked future bumps
+ * (same store-state / load-flags handshake as above). The mark is never
+ * cleared: a future once waited on this way costs its completer a wake.
+ *
  * Lock order: a stripe lock is taken alone, never with the pool lock, and no
  * callback runs under it.
  */
@@ -64,6 +70,10 @@ static struct stripe *stripe_of(const struct evexec_cfuture *cf)
     return &stripes[((a >> 6) ^ (a >> 12)) % STRIPES];
 }
 
+/* Bumped when a future that evexec_cfuture_wait_many waits for completes.
+ * A futex word needs nothing re-initialised after fork(). */
+static _Atomic unsigned many_word;
+
 /* The task this worker thread runs now, for evexec_cancel_requested(). */
 static EVEXEC__TLS struct evexec_cfuture *current_task;
 
@@ -96,12 +106,15 @@ static bool is_done(int state)
 static void complete(struct evexec_cfuture *cf, void (*before_callbacks)(void *ctx), void *ctx)
 {
     if (cf->on_done) {
-        /* A cfuture with on_done is private to whoever set it (chain.c): it
-         * has no waiters or callbacks, and may be freed once told. */
+        /* A cfuture with on_done is private to whoever set it (chain.c, or
+         * pool.c for a view's pump): it has no waiters or callbacks, and
+         * may be freed once told. */
         cf->on_done(cf);
         return;
     }
     unsigned flags = atomic_load(&cf->flags);
+    if (flags & EVEXEC__CF_MANY)
+        evexec__word_wake(&many_word, true);
     if (!(flags & (EVEXEC__CF_WAITERS | EVEXEC__CF_CALLBACKS)))
         return;
     struct stripe *s = stripe_of(cf);
@@ -384,4 +397,70 @@ void evexec_cfuture_release(struct evexec_cfuture *cf)
     /* An embedded cfuture heads its run_in_executor block, so this frees the
      * block; the loop future inside died first (it holds a reference). */
     evexec__free(cf);
+}
+
+/* Failed, for EVEXEC_FIRST_EXCEPTION: an error or a cancel (a taken result
+ * is a success). */
+static bool failed(struct evexec_cfuture *cf)
+{
+    int state = atomic_load(&cf->state);
+    return state == EVEXEC_CANCELLED || (state == EVEXEC_FINISHED && cf->error != 0);
+}
+
+/* 0 if return_when holds for cfs, EINPROGRESS if not yet. */
+static int many_holds(struct evexec_cfuture *const *cfs, size_t n, unsigned return_when)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_done(atomic_load(&cfs[i]->state)))
+            continue;
+        done++;
+        if (return_when == EVEXEC_FIRST_COMPLETED ||
+            (return_when == EVEXEC_FIRST_EXCEPTION && failed(cfs[i])))
+            return 0;
+    }
+    return done == n ? 0 : EINPROGRESS;
+}
+
+int evexec_cfuture_wait_many(struct evexec_cfuture *const *cfs, size_t n, unsigned return_when,
+                             long timeout_ms)
+{
+    if ((n > 0 && !cfs) || timeout_ms < -1 ||
+        (return_when != EVEXEC_FIRST_COMPLETED && return_when != EVEXEC_FIRST_EXCEPTION &&
+         return_when != EVEXEC_ALL_COMPLETED))
+        return EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!cfs[i])
+            return EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (inherited(cfs[i]))
+            return EVEXEC_EFORKED; /* as every other call on it */
+    struct timespec deadline;
+    if (timeout_ms > 0)
+        evexec__deadline(&deadline, timeout_ms);
+    bool marked = false;
+    for (;;) {
+        /* Read the word before the states: a completion after this read
+         * changes it, and the sleep below then returns at once. */
+        unsigned seen = atomic_load_explicit(&many_word, memory_order_acquire);
+        int rc = many_holds(cfs, n, return_when);
+        if (rc != EINPROGRESS)
+            return rc;
+        if (timeout_ms == 0)
+            return ETIMEDOUT;
+        if (!marked) {
+            /* Mark, then look again before sleeping: a future that completes
+             * after its mark is set bumps the word. */
+            for (size_t i = 0; i < n; i++)
+                if (!is_done(atomic_load(&cfs[i]->state)))
+                    atomic_fetch_or(&cfs[i]->flags, EVEXEC__CF_MANY);
+            marked = true;
+            continue;
+        }
+        if (evexec__word_wait(&many_word, seen, timeout_ms < 0 ? NULL : &deadline) ==
+            ETIMEDOUT) {
+            rc = many_holds(cfs, n, return_when);
+            return rc == EINPROGRESS ? ETIMEDOUT : rc;
+        }
+    }
 }

@@ -22,6 +22,7 @@ struct evexec__cb_node {
 #define EVEXEC__CF_CALLBACKS        0x2u  /* callbacks list not empty */
 #define EVEXEC__CF_CANCEL_REQUESTED 0x4u  /* cancel asked while running */
 #define EVEXEC__CF_TAKEN            0x8u  /* result taken by a _take_result */
+#define EVEXEC__CF_MANY             0x10u /* evexec_cfuture_wait_many waits for it */
 
 /* A task and its concurrent future are one object. */
 struct evexec_cfuture {
@@ -38,7 +39,8 @@ struct evexec_cfuture {
     unsigned fork_gen;
     /* Told when the state is final, in the completing thread, instead of
      * waiters and callbacks; set by chain.c so the executor half needs to
-     * know nothing of loops. Its setter holds a reference until told. */
+     * know nothing of loops, and by pool.c on a view's pumps. Its setter
+     * holds a reference until told. */
     void (*on_done)(struct evexec_cfuture *cf);
     struct evexec__cb_node *callbacks; /* stripe lock */
     struct evexec__cb_node **callbacks_tail;

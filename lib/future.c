@@ -181,8 +181,11 @@ static bool cancel(struct evexec_future *f)
 
 bool evexec_future_cancel(struct evexec_future *f)
 {
-    if (check_future(f, "evexec_future_cancel"))
+    int err = check_future(f, "evexec_future_cancel");
+    if (err) {
+        errno = err; /* as evexec_future_done and evexec_cfuture_cancel */
         return false;
+    }
     return cancel(f);
 }
 
@@ -293,6 +296,27 @@ int evexec_future_add_done_callback(struct evexec_future *f, evexec_future_cb cb
     if (f->state != EVEXEC__F_PENDING)
         schedule_callbacks(f);
     return 0;
+}
+
+int evexec_future_remove_done_callback(struct evexec_future *f, evexec_future_cb cb, void *arg)
+{
+    int err = check_future(f, "evexec_future_remove_done_callback");
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    /* Only registrations not yet run are candidates; the survivors close up
+     * in order, so a queued done_handle runs exactly them. */
+    unsigned kept = f->nrun;
+    for (unsigned i = f->nrun; i < f->ncbs; i++) {
+        struct evexec__done_cb c = *cb_slot(f, i);
+        if (c.cb == cb && c.arg == arg)
+            continue;
+        *cb_slot(f, kept++) = c;
+    }
+    int removed = (int)(f->ncbs - kept);
+    f->ncbs = kept;
+    return removed;
 }
 
 void evexec_future_retain(struct evexec_future *f)

@@ -28,8 +28,8 @@
  * A failed thread_init breaks the pool, or, with EVEXEC_POOL_INIT_RETRY,
  * fails only that worker: the next one waits a backoff (1 ms doubling up to
  * 1 s) before its own init, and the queue fails with the hook's error only
- * when no initialised worker is alive and INIT_RETRY_BUDGET inits in a row
- * failed.
+ * when no initialised worker is alive and EVEXEC_POOL_INIT_RETRY_BUDGET
+ * inits in a row failed.
  *
  * A view (evexec_pool_new_limited) is a struct evexec_pool with a parent
  * and no threads: its own FIFO queue, and at most max_running "pumps" in its
@@ -48,8 +48,9 @@
  * freed before its views stays readable, refusing work, until the last one
  * is freed.
  *
- * Lock order: a view's lock, then its parent's; a pool lock, then nothing.
- * No user code (tasks, hooks, free functions, callbacks) runs under either.
+ * Locks are never nested: a view submits to its parent, and a pump (or a
+ * parent failing a pump) takes the view's lock, only with no lock held. No
+ * user code (tasks, hooks, free functions, callbacks) runs under a lock.
  */
 #include "executor.h"
 
@@ -118,9 +119,7 @@ struct evexec_pool {
     char name[16];
 };
 
-/* Consecutive failed inits (no initialised worker alive) after which the
- * queue fails with the hook's error: about a quarter of a second of backoff. */
-#define INIT_RETRY_BUDGET 8
+/* The init backoff doubles from 1 ms up to this. */
 #define INIT_BACKOFF_MAX_NS 1000000000u
 
 /* The worker this thread is (EDEADLK, evexec_worker_state/index). */
@@ -506,7 +505,7 @@ static bool worker_init(struct worker *w)
         pool->init_streak++;
         pool->init_retry_at = evexec__now_ns() +
                               (delay < INIT_BACKOFF_MAX_NS ? delay : INIT_BACKOFF_MAX_NS);
-        if (pool->ninit == 0 && ++pool->init_budget >= INIT_RETRY_BUDGET) {
+        if (pool->ninit == 0 && ++pool->init_budget >= EVEXEC_POOL_INIT_RETRY_BUDGET) {
             pool->init_budget = 0;
             list = queue_take_to_fail(pool);
             if (rc > 0)

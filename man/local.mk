@@ -11,13 +11,16 @@
 evexec_man3_pages = \
 	man/evexec_call_soon.3 \
 	man/evexec_cfuture_state.3 \
+	man/evexec_cfuture_wait_many.3 \
 	man/evexec_future_new.3 \
+	man/evexec_gather.3 \
 	man/evexec_loop_new.3 \
 	man/evexec_loop_set_default_pool.3 \
 	man/evexec_pool_new.3 \
 	man/evexec_pool_new_limited.3 \
 	man/evexec_pool_submit.3 \
 	man/evexec_run_in_executor.3 \
+	man/evexec_sleep.3 \
 	man/evexec_strerror.3 \
 	man/evexec_worker_state.3
 evexec_man7_pages = man/evexec.7

@@ -10,13 +10,17 @@
  *       db        a sleep standing in for a slow database query.
  *   - Results are printed on the loop thread, in the order the calls complete,
  *     from each future's done callback. Errors travel as error codes.
- *   - A per-call timeout (an evtimer) cancels the future of a call that takes
- *     too long; the program says which calls timed out. A call that is still
- *     running sees evexec_cancel_requested() and gives up early (the database
- *     stand-in checks it between 10 ms naps; getaddrinfo() cannot be stopped,
- *     its late result is simply dropped).
+ *   - A per-call timeout with evexec_wait_for() (asyncio.wait_for): the
+ *     program waits on a future that has the call's outcome, or fails with
+ *     ETIMEDOUT after cancelling the call; it says which calls timed out. A
+ *     call that is still running sees evexec_cancel_requested() and gives up
+ *     early (the database stand-in checks it between 10 ms naps;
+ *     getaddrinfo() cannot be stopped, its late result is simply dropped).
  *   - event_base_dispatch() returns by itself once every call is settled: the
  *     library keeps the loop alive only while work is in flight.
+ *   - At the end, evexec_loop_shutdown_default_pool() lets the default pool's
+ *     threads exit without blocking the loop (asyncio's
+ *     shutdown_default_executor), with a time limit.
  *
  * How to run it
  *   samples/blocking_calls                     # names from /etc/hosts, no network
@@ -69,8 +73,8 @@ struct call {
     unsigned              delay_ms;    /* CALL_DB */
     char                  label[96];
     int                   gai_error;   /* CALL_RESOLVE: getaddrinfo() code */
-    struct evexec_future *future;
-    struct event         *timeout;
+    struct evexec_future *future;      /* the call itself */
+    struct evexec_future *in_time;     /* its outcome, or ETIMEDOUT */
     struct timespec       started;
     enum call_outcome     outcome;
 };
@@ -194,42 +198,30 @@ static int work_db_query(void *arg, void **result)
 
 /* ---- loop side ----------------------------------------------------------- */
 
-/* Done callback: the call finished, failed, or was cancelled by its timeout. */
+/* Done callback of the evexec_wait_for() future: the call finished, failed,
+ * or did not answer in time (then wait_for has cancelled it). */
 static void on_call_done(struct evexec_future *f, void *arg)
 {
     struct call *c = arg;
     void *result = NULL;
+    /* wait_for borrows the call's result: it stays the call future's. */
     int err = evexec_future_result(f, &result);
 
-    event_del(c->timeout);   /* it must not keep the loop alive any more */
-    if (c->outcome == OUT_TIMED_OUT)
-        return;              /* said so already, in on_call_timeout() */
     if (err == 0) {
         c->outcome = OUT_OK;
         printf("%7.1f ms  ok       %-32s %s\n", ms_since(&c->started), c->label,
                (const char *)result);
+    } else if (err == ETIMEDOUT) {
+        /* If the call is still queued it never runs; if it runs it sees
+         * evexec_cancel_requested(); either way its result is dropped. */
+        c->outcome = OUT_TIMED_OUT;
+        printf("%7.1f ms  TIMEOUT  %-32s no answer within %u ms, cancelled\n",
+               ms_since(&c->started), c->label, c->app->timeout_ms);
     } else {
         c->outcome = OUT_FAILED;
         printf("%7.1f ms  FAILED   %-32s %s\n", ms_since(&c->started), c->label,
                c->gai_error != 0 ? gai_strerror(c->gai_error) : evexec_strerror(err));
     }
-    fflush(stdout);
-}
-
-static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct call *c = arg;
-
-    (void)fd;
-    (void)what;
-    if (evexec_future_done(c->future))
-        return;   /* the answer is in; its done callback is already queued */
-    c->outcome = OUT_TIMED_OUT;
-    /* Cancel: if the call is still queued it never runs; if it runs it sees
-     * evexec_cancel_requested(); either way its result will be dropped. */
-    evexec_future_cancel(c->future);
-    printf("%7.1f ms  TIMEOUT  %-32s no answer within %u ms, cancelled\n",
-           ms_since(&c->started), c->label, c->app->timeout_ms);
     fflush(stdout);
 }
 
@@ -259,23 +251,24 @@ static int start_call(struct app *app, struct call *c)
     static const evexec_work_fn work[] = {
         [CALL_RESOLVE] = work_resolve, [CALL_HASH] = work_hash_file, [CALL_DB] = work_db_query,
     };
-    struct timeval tv = {app->timeout_ms / 1000, (app->timeout_ms % 1000) * 1000};
-
     clock_gettime(CLOCK_MONOTONIC, &c->started);
-    c->timeout = evtimer_new(app->base, on_call_timeout, c);
-    if (c->timeout == NULL)
-        return ENOMEM;
     /* pool NULL: the loop's default pool. The future owns the result and
      * frees it with free() when the last reference goes. */
     c->future = evexec_run_in_executor(app->loop, NULL, work[c->kind], c, free);
     if (c->future == NULL)
         return errno;
-    int err = evexec_future_add_done_callback(c->future, on_call_done, c);
-    if (err != 0) {
+    /* The call's outcome, or ETIMEDOUT once timeout_ms passed first. */
+    c->in_time = evexec_wait_for(c->future, app->timeout_ms);
+    if (c->in_time == NULL) {
+        int err = errno;
         evexec_future_cancel(c->future);
         return err;
     }
-    evtimer_add(c->timeout, &tv);
+    int err = evexec_future_add_done_callback(c->in_time, on_call_done, c);
+    if (err != 0) {
+        evexec_future_cancel(c->in_time);   /* cancels the call too */
+        return err;
+    }
     return 0;
 }
 
@@ -431,9 +424,21 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Returns once every future is done, every timeout deleted, and every
+    /* Returns once every future is done, every timeout stopped, and every
      * late result of a cancelled call disposed of. */
     event_base_dispatch(app.base);
+    struct evexec_pool_stats stats = {0};
+    evexec_pool_get_stats(evexec_loop_default_pool(app.loop), &stats);
+
+    /* Let the default pool's threads go without blocking the loop: a
+     * getaddrinfo() that ignored its cancel may still be running. */
+    struct evexec_future *pool_gone = evexec_loop_shutdown_default_pool(app.loop, 2000);
+    if (pool_gone != NULL) {
+        event_base_dispatch(app.base);   /* until its threads exited, or 2 s */
+        if (evexec_future_result(pool_gone, NULL) == ETIMEDOUT)
+            printf("default pool: a thread was still busy after 2 s; not waiting\n");
+        evexec_future_release(pool_gone);
+    }
 
     unsigned n_ok = 0, n_failed = 0, n_timed_out = 0;
     for (unsigned i = 0; i < app.n_calls; i++) {
@@ -442,8 +447,6 @@ int main(int argc, char **argv)
         n_failed += c->outcome == OUT_FAILED || c->outcome == OUT_PENDING;
         n_timed_out += c->outcome == OUT_TIMED_OUT;
     }
-    struct evexec_pool_stats stats = {0};
-    evexec_pool_get_stats(evexec_loop_default_pool(app.loop), &stats);
     printf("%u calls in %.1f ms: %u ok, %u failed, %u timed out",
            app.n_calls, ms_since(&app.started), n_ok, n_failed, n_timed_out);
     for (unsigned i = 0, first = 1; i < app.n_calls; i++) {
@@ -458,11 +461,10 @@ int main(int argc, char **argv)
     status = n_failed ? 1 : n_timed_out ? 3 : 0;
 
     for (unsigned i = 0; i < app.n_calls; i++) {
+        evexec_future_release(app.calls[i].in_time);
         evexec_future_release(app.calls[i].future);   /* frees the result */
-        if (app.calls[i].timeout)
-            event_free(app.calls[i].timeout);
     }
-    evexec_loop_free(app.loop);   /* also shuts the default pool down */
+    evexec_loop_free(app.loop);
     event_base_free(app.base);
     return status;
 }

@@ -10,10 +10,14 @@
  *     bar is redrawn on a terminal (plain progress lines when stdout is not one).
  *   - The same chunks then run one after another on a 1-worker pool, so the
  *     program can print the speedup of the parallel run over the serial one.
+ *   - The loop waits for all the chunks with evexec_gather() (asyncio.gather):
+ *     one future that finishes when every chunk has, or fails with the first
+ *     chunk that failed.
  *   - Ctrl-C, caught with a libevent signal event on the loop thread, cancels
- *     the run: chunks still queued are cancelled and never run; running ones
- *     notice evexec_cancel_requested() and stop early. The program reports
- *     what completed and exits with 130 (128 + SIGINT).
+ *     the run by cancelling the gather, which cancels every chunk: chunks
+ *     still queued never run; running ones notice evexec_cancel_requested()
+ *     and stop early. The program reports what completed and exits with 130
+ *     (128 + SIGINT).
  *
  * How to run it
  *   samples/cpu_bound                          # primes below 10,000,000
@@ -69,6 +73,7 @@ struct phase {
     struct app         *app;
     struct chunk       *chunks;
     unsigned            n_chunks;
+    struct evexec_future *all;         /* evexec_gather() of the chunks */
     unsigned            done;          /* futures done (any outcome) */
     unsigned            succeeded;     /* futures with a result */
     uint64_t            primes;        /* sum over succeeded chunks */
@@ -212,12 +217,32 @@ static void on_chunk_done(struct evexec_future *f, void *arg)
     ph->done++;
     if (!ph->app->tty && ph->app->signal_caught == 0)
         draw_progress(ph, false);
-    if (ph->done == ph->n_chunks) {
-        ph->wall = now_s() - ph->started;
-        /* Every future is done: leave event_base_dispatch(). Cancelled
-         * chunks that are still running finish when the pool is freed. */
-        event_base_loopbreak(ph->app->base);
+}
+
+/* Queued behind the chunks' done callbacks: every chunk is counted by now.
+ * Leave event_base_dispatch(); cancelled chunks that are still running
+ * finish when the pool is freed. */
+static void phase_over(void *arg)
+{
+    struct phase *ph = arg;
+    event_base_loopbreak(ph->app->base);
+}
+
+/* Done callback of the gather: every chunk finished, one failed, or the run
+ * was cancelled (the gather cancelled every chunk). */
+static void on_all_done(struct evexec_future *f, void *arg)
+{
+    struct phase *ph = arg;
+    int err = evexec_future_result(f, NULL);
+
+    ph->wall = now_s() - ph->started;
+    if (err != 0 && err != ECANCELED) {
+        /* A chunk failed; as in asyncio the others keep running: stop them. */
+        for (unsigned i = 0; i < ph->n_chunks; i++)
+            evexec_future_cancel(ph->chunks[i].future);
     }
+    if (evexec_call_soon(ph->app->loop, phase_over, ph) != 0)
+        event_base_loopbreak(ph->app->base);
 }
 
 static void on_signal(evutil_socket_t signo, short what, void *arg)
@@ -232,11 +257,35 @@ static void on_signal(evutil_socket_t signo, short what, void *arg)
     printf("%s%s: cancelling the remaining chunks...\n", app->tty ? "\n" : "",
            signo == SIGINT ? "interrupted" : "terminated");
     fflush(stdout);
-    /* Queued chunks become cancelled and never run; running ones see
-     * evexec_cancel_requested() turn true. Either way the futures are done
-     * now and their done callbacks are already scheduled. */
-    for (unsigned i = 0; i < ph->n_chunks; i++)
-        evexec_future_cancel(ph->chunks[i].future);
+    /* Cancelling the gather cancels every chunk: queued ones become
+     * cancelled and never run; running ones see evexec_cancel_requested()
+     * turn true. Either way the futures are done now and their done
+     * callbacks are already scheduled. */
+    evexec_future_cancel(ph->all);
+}
+
+/* One future for the whole run: the gather takes its own references on the
+ * chunks' futures, which stay ours. On failure the chunks are cancelled. */
+static int gather_chunks(struct app *app, struct phase *ph)
+{
+    int err = ENOMEM;
+    struct evexec_future **fs = malloc(ph->n_chunks * sizeof *fs);
+
+    if (fs != NULL) {
+        for (unsigned i = 0; i < ph->n_chunks; i++)
+            fs[i] = ph->chunks[i].future;
+        ph->all = evexec_gather(app->loop, fs, ph->n_chunks);
+        err = ph->all ? evexec_future_add_done_callback(ph->all, on_all_done, ph) : errno;
+        free(fs);
+    }
+    if (err != 0) {
+        fprintf(stderr, "cpu_bound: cannot gather the chunks: %s\n", evexec_strerror(err));
+        evexec_future_release(ph->all);
+        ph->all = NULL;
+        for (unsigned i = 0; i < ph->n_chunks; i++)
+            evexec_future_cancel(ph->chunks[i].future);
+    }
+    return err;
 }
 
 /* Run every chunk of ph on pool and dispatch the loop until all are done.
@@ -268,8 +317,10 @@ static int run_phase(struct app *app, struct phase *ph, struct evexec_pool *pool
             break;
         }
     }
-    if (ph->n_chunks > 0)
-        event_base_dispatch(app->base);
+    if (ph->n_chunks > 0 && err == 0)
+        err = gather_chunks(app, ph);
+    if (ph->all != NULL)
+        event_base_dispatch(app->base);   /* until phase_over() */
     else
         ph->wall = now_s() - ph->started;
 
@@ -309,6 +360,7 @@ static void phase_free(struct phase *ph)
 {
     if (ph == NULL)
         return;
+    evexec_future_release(ph->all);
     for (unsigned i = 0; i < ph->n_chunks; i++)
         evexec_future_release(ph->chunks[i].future);
     free(ph->chunks);

@@ -50,3 +50,14 @@ sample_smoke_scripts = \
 	samples/smoke-chain_futures.sh
 dist_check_SCRIPTS += $(sample_smoke_scripts)
 TESTS += $(sample_smoke_scripts)
+
+# The samples' sources and their README are installed as documentation, in
+# $(docdir)/examples as Debian packages do; the README says how to build
+# them against the installed library.
+examplesdir = $(docdir)/examples
+dist_examples_DATA = \
+	samples/README.md \
+	samples/cpu_bound.c \
+	samples/blocking_calls.c \
+	samples/http_offload.c \
+	samples/chain_futures.c

@@ -17,7 +17,16 @@
  *   - offload only: a client that disconnects while its /hash runs is noticed
  *     and its work cancelled (polled through /stats, no sleeps); SIGTERM with
  *     two requests in flight answers both (200 or, past the grace period,
- *     503) and the server exits 0.
+ *     503) and the server exits 0;
+ *   - /append (offload, with --log in a temporary directory): a line within
+ *     the deadline is answered 200 and is in the log; bad bodies are 400,
+ *     too long 413, GET 405, and write nothing; without --log (inline) 404;
+ *   - with --deadline 1000: a /hash that would take seconds is answered 504
+ *     and counted as timed out, and the server goes on serving /ping and a
+ *     short /hash; with --append-delay 1500, three concurrent appends on two
+ *     workers each say whether they wrote (200 "written after the deadline"
+ *     or 504 "nothing was written") and the log, read after the answer,
+ *     agrees, with nothing but whole lines in it.
  *
  * Usage: smoke_http_offload [--server PATH] [--dir DIR]
  * Defaults come from the environment `make check` sets: $top_builddir and
@@ -49,6 +58,9 @@
 #define LOAD_REQUESTS    6
 #define LOAD_ROUNDS      "5000000"    /* a few tens of ms per request */
 #define HUGE_ROUNDS      "2000000000" /* seconds: only ever cancelled */
+#define SMALL_ROUNDS     "1000"       /* microseconds */
+#define DEADLINE_MS      "1000"       /* far above SMALL_ROUNDS, far below HUGE_ROUNDS */
+#define APPEND_DELAY_MS  "1500"       /* above DEADLINE_MS */
 #define MAX_PINGS        1024
 #define STEP_TIMEOUT_S   60           /* hang guard of each step */
 
@@ -100,7 +112,9 @@ static bool server_read(struct server *s, int timeout_ms)
     return true;
 }
 
-static bool server_start(struct server *s, const char *path, const char *dir, bool inline_mode)
+/* Start path with the common options and then extra (NULL-terminated). */
+static bool server_start(struct server *s, const char *path, const char *dir,
+                         const char *const *extra)
 {
     int fds[2];
     memset(s, 0, sizeof *s);
@@ -114,14 +128,17 @@ static bool server_start(struct server *s, const char *path, const char *dir, bo
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
+        const char *common[] = {path, "--port", "0", "--workers", "2", "--grace", "1000",
+                                "--dir", dir};
+        enum { N_COMMON = sizeof common / sizeof common[0], MAX_EXTRA = 16 };
         /* execv() wants writable strings: copy them. */
-        char a0[4096], a_port[] = "--port", zero[] = "0", a_workers[] = "--workers",
-             two[] = "2", a_grace[] = "--grace", grace[] = "1000", a_dir[] = "--dir",
-             a_dir_v[4096], a_inline[] = "--inline";
-        snprintf(a0, sizeof a0, "%s", path);
-        snprintf(a_dir_v, sizeof a_dir_v, "%s", dir);
-        char *args[] = {a0, a_port, zero, a_workers, two, a_grace, grace, a_dir, a_dir_v,
-                        inline_mode ? a_inline : NULL, NULL};
+        char *args[N_COMMON + MAX_EXTRA + 1];
+        size_t n = 0;
+        for (size_t i = 0; i < N_COMMON; i++)
+            args[n++] = strdup(common[i]);
+        for (size_t i = 0; extra != NULL && extra[i] != NULL && i < MAX_EXTRA; i++)
+            args[n++] = strdup(extra[i]);
+        args[n] = NULL;
         execv(path, args);
         fprintf(stderr, "smoke_http_offload: cannot run %s: %s\n", path, strerror(errno));
         _exit(127);
@@ -206,8 +223,9 @@ static void on_response(struct evhttp_request *req, void *arg)
         c->then(c);
 }
 
-/* Send GET uri on a connection of its own. */
-static bool call_send(struct client *cl, struct call *c, const char *uri)
+/* Send uri on a connection of its own: a GET, or with data a POST of len bytes. */
+static bool call_send_data(struct client *cl, struct call *c, const char *uri,
+                           const char *data, size_t len)
 {
     c->client = cl;
     c->done = false;
@@ -218,13 +236,20 @@ static bool call_send(struct client *cl, struct call *c, const char *uri)
     if (c->req == NULL)
         return false;
     evhttp_add_header(evhttp_request_get_output_headers(c->req), "Host", "127.0.0.1");
+    if (data != NULL)
+        evbuffer_add(evhttp_request_get_output_buffer(c->req), data, len);
     c->sent_ms = now_ms();
-    if (evhttp_make_request(c->conn, c->req, EVHTTP_REQ_GET, uri) != 0) {
+    if (evhttp_make_request(c->conn, c->req, data ? EVHTTP_REQ_POST : EVHTTP_REQ_GET, uri) != 0) {
         c->req = NULL;   /* freed by evhttp_make_request on failure */
         return false;
     }
     cl->outstanding++;
     return true;
+}
+
+static bool call_send(struct client *cl, struct call *c, const char *uri)
+{
+    return call_send_data(cl, c, uri, NULL, 0);
 }
 
 static void call_close(struct call *c)
@@ -260,11 +285,13 @@ static bool client_run(struct client *cl)
     return client_wait(cl, NULL);
 }
 
-/* One GET, synchronously; returns the status code (0 = no answer). */
-static int get(struct client *cl, const char *uri, char *body, size_t size)
+/* One request, synchronously: a GET, or with data a POST; returns the status
+ * code (0 = no answer). */
+static int request(struct client *cl, const char *uri, const char *data, size_t len,
+                   char *body, size_t size)
 {
     struct call c = {0};
-    if (!call_send(cl, &c, uri)) {
+    if (!call_send_data(cl, &c, uri, data, len)) {
         call_close(&c);
         return 0;
     }
@@ -277,6 +304,16 @@ static int get(struct client *cl, const char *uri, char *body, size_t size)
     }
     call_close(&c);
     return c.code;
+}
+
+static int get(struct client *cl, const char *uri, char *body, size_t size)
+{
+    return request(cl, uri, NULL, 0, body, size);
+}
+
+static int post(struct client *cl, const char *uri, const char *data, char *body, size_t size)
+{
+    return request(cl, uri, data, strlen(data), body, size);
 }
 
 /* A counter out of /stats. */
@@ -425,6 +462,108 @@ static void check_files(struct client *cl, const char *mode, const char *dir)
     tap(code == 404, "%s: /file?name=no-such-file is 404 (HTTP %d)", mode, code);
 }
 
+/* ---- /append and its log ------------------------------------------------------------ */
+
+static char log_dir[4096];       /* a temporary directory for the logs */
+
+/* How many lines of the file at path are exactly `line`; -1 if it cannot be
+ * read or does not end with a whole line. */
+static int count_lines(const char *path, const char *line)
+{
+    char buf[2048];
+    int n = 0, last = '\n';
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return errno == ENOENT ? 0 : -1;
+    while (fgets(buf, sizeof buf, f) != NULL) {
+        size_t len = strlen(buf);
+        last = buf[len - 1];
+        if (last == '\n')
+            buf[len - 1] = '\0';
+        n += strcmp(buf, line) == 0;
+    }
+    fclose(f);
+    return last == '\n' ? n : -1;
+}
+
+static long file_size(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return errno == ENOENT ? 0 : -1;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    return size;
+}
+
+/* Offload only: appends within the deadline, and bad input. */
+static void check_append(struct client *cl, const char *log)
+{
+    char body[256], long_line[2001];
+    int code = post(cl, "/append", "hello from the smoke test", body, sizeof body);
+    tap(code == 200 && strncmp(body, "written", 7) == 0 &&
+        count_lines(log, "hello from the smoke test") == 1,
+        "offload: POST /append within the deadline answers 200 and the line is in the log "
+        "(HTTP %d)", code);
+    long size = file_size(log);
+    int empty = post(cl, "/append", "", NULL, 0), ctrl = post(cl, "/append", "a\001b", NULL, 0),
+        two = post(cl, "/append", "two\nlines", NULL, 0);
+    tap(empty == 400 && ctrl == 400 && two == 400 && file_size(log) == size,
+        "offload: an empty body, a control character or two lines are refused with 400 and "
+        "nothing is written (HTTP %d %d %d)", empty, ctrl, two);
+    memset(long_line, 'x', sizeof long_line - 1);
+    long_line[sizeof long_line - 1] = '\0';
+    code = post(cl, "/append", long_line, NULL, 0);
+    tap(code == 413 && file_size(log) == size,
+        "offload: a line over 1024 bytes is refused with 413 (HTTP %d)", code);
+    code = get(cl, "/append", NULL, 0);
+    tap(code == 405, "offload: GET /append is refused with 405 (HTTP %d)", code);
+}
+
+/* Deadline server: more appends than workers, each slower than the
+ * deadline. Whatever each answer says -- written after the deadline, or
+ * nothing written -- the log must agree, once the answer is in. */
+#define SLOW_APPENDS 3
+static void check_append_past_deadline(struct client *cl, const char *log)
+{
+    struct call calls[SLOW_APPENDS] = {{0}};
+    char lines[SLOW_APPENDS][32];
+    bool sent = true;
+    for (int i = 0; i < SLOW_APPENDS && sent; i++) {
+        snprintf(lines[i], sizeof lines[i], "slow line %d", i + 1);
+        sent = call_send_data(cl, &calls[i], "/append", lines[i], strlen(lines[i]));
+    }
+    bool answered = sent && client_run(cl);
+    int n_written = 0, n_not = 0;
+    for (int i = 0; i < SLOW_APPENDS; i++) {
+        struct call *c = &calls[i];
+        /* Only now, after the answer: the file must say the same. */
+        int in_log = count_lines(log, lines[i]);
+        bool says_written = c->code == 200 && strncmp(c->body, "written", 7) == 0;
+        bool says_not = c->code == 504 && strstr(c->body, "nothing was written") != NULL;
+        n_written += says_written;
+        n_not += says_not;
+        tap(answered && ((says_written && in_log == 1) || (says_not && in_log == 0)),
+            "deadline: an /append slower than the deadline is answered truthfully "
+            "(HTTP %d, %s; in the log %d times)",
+            c->code, says_written ? "written" : says_not ? "nothing written" : "unclear",
+            in_log);
+        printf("#   \"%s\": %.*s\n", lines[i], (int)strcspn(c->body, "\n"), c->body);
+        if (c->req != NULL)
+            evhttp_cancel_request(c->req);
+        call_close(c);
+    }
+    cl->outstanding = 0;
+    long expected = 0;
+    for (int i = 0; i < SLOW_APPENDS; i++)
+        expected += calls[i].code == 200 ? (long)strlen(lines[i]) + 1 : 0;
+    long size = file_size(log);
+    tap(answered && size == expected,
+        "deadline: the log holds whole lines, exactly those answered written "
+        "(%d written, %d not; %ld bytes, %ld expected)", n_written, n_not, size, expected);
+}
+
 /* Offload only: a client hangs up while its work runs. */
 static void check_client_gone(struct client *cl)
 {
@@ -478,6 +617,51 @@ static void check_shutdown(struct client *cl, struct server *srv)
     cl->outstanding = 0;
 }
 
+/* A server with a short --deadline: a /hash that misses it is answered 504,
+ * its work cancelled, and the server goes on serving; /append on storage
+ * slower than the deadline says truthfully whether it wrote. */
+static void run_deadline(const char *server_path, const char *dir)
+{
+    char log[sizeof log_dir + 32];
+    snprintf(log, sizeof log, "%s/deadline.log", log_dir);
+    const char *const args[] = {"--deadline", DEADLINE_MS, "--log", log,
+                                "--append-delay", APPEND_DELAY_MS, NULL};
+    struct server srv;
+    struct client cl = {0};
+    char body[256];
+
+    bool started = server_start(&srv, server_path, dir, args);
+    tap(started, "deadline: server started with --deadline " DEADLINE_MS ", port %d", srv.port);
+    if (!started) {
+        if (srv.pid > 0)
+            server_stop(&srv, SIGKILL);
+        return;
+    }
+    cl.base = event_base_new();
+    cl.port = srv.port;
+
+    int code = get(&cl, "/hash?rounds=" HUGE_ROUNDS, body, sizeof body);
+    tap(code == 504 && strstr(body, "deadline") != NULL,
+        "deadline: a /hash longer than the deadline is answered 504 (HTTP %d)", code);
+    long timed_out = stat_of(&cl, "timed_out"), in_flight = stat_of(&cl, "in_flight");
+    tap(timed_out == 1 && in_flight == 0,
+        "deadline: the request is counted as timed out and no longer in flight "
+        "(timed_out=%ld in_flight=%ld)", timed_out, in_flight);
+    code = get(&cl, "/ping", body, sizeof body);
+    tap(code == 200, "deadline: /ping still answers afterwards (HTTP %d)", code);
+    code = get(&cl, "/hash?rounds=" SMALL_ROUNDS, body, sizeof body);
+    tap(code == 200 && strncmp(body, "rounds=" SMALL_ROUNDS " ", strlen("rounds=" SMALL_ROUNDS " ")) == 0,
+        "deadline: a short /hash within the deadline is answered 200 (HTTP %d)", code);
+    check_append_past_deadline(&cl, log);
+
+    int status = server_stop(&srv, SIGTERM);
+    tap(status == 0, "deadline: server exits 0 after SIGTERM (status %d)", status);
+    const char *summary = strstr(srv.output, "http_offload: served");
+    if (summary != NULL)
+        printf("# %.*s\n", (int)strcspn(summary, "\n"), summary);
+    event_base_free(cl.base);
+}
+
 static void run_mode(const char *server_path, const char *dir, bool inline_mode)
 {
     const char *mode = inline_mode ? "inline" : "offload";
@@ -485,7 +669,11 @@ static void run_mode(const char *server_path, const char *dir, bool inline_mode)
     struct client cl = {0};
     char body[256];
 
-    bool started = server_start(&srv, server_path, dir, inline_mode);
+    char log[sizeof log_dir + 32];
+    snprintf(log, sizeof log, "%s/offload.log", log_dir);
+    /* The inline server has no --log. */
+    const char *const offload_args[] = {"--log", log, NULL}, *const inline_args[] = {"--inline", NULL};
+    bool started = server_start(&srv, server_path, dir, inline_mode ? inline_args : offload_args);
     tap(started, "%s: server started, port %d", mode, srv.port);
     if (!started) {
         if (srv.pid > 0)
@@ -522,6 +710,12 @@ static void run_mode(const char *server_path, const char *dir, bool inline_mode)
     tap(code == 400, "%s: /hash?rounds=zero is refused with 400 (HTTP %d)", mode, code);
     check_files(&cl, mode, dir);
 
+    if (inline_mode) {
+        code = post(&cl, "/append", "no log here", body, sizeof body);
+        tap(code == 404, "inline: POST /append without --log is 404 (HTTP %d)", code);
+    } else {
+        check_append(&cl, log);
+    }
     if (!inline_mode) {
         check_client_gone(&cl);
         check_shutdown(&cl, &srv);
@@ -550,8 +744,23 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    printf("1..%d\n", 14 + 11);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(log_dir, sizeof log_dir, "%s/smoke_http_offload.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(log_dir) == NULL) {
+        printf("Bail out! cannot make a directory for the logs: %s\n", strerror(errno));
+        return 1;
+    }
+
+    printf("1..%d\n", 18 + 12 + 6 + SLOW_APPENDS + 1);
     run_mode(server_path, dir, false);
     run_mode(server_path, dir, true);
+    run_deadline(server_path, dir);
+
+    char path[sizeof log_dir + 32];
+    snprintf(path, sizeof path, "%s/offload.log", log_dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/deadline.log", log_dir);
+    unlink(path);
+    rmdir(log_dir);
     return tap_failed ? 1 : 0;
 }

@@ -6,7 +6,8 @@
 
 if HAVE_CRITERION
 if !EVEXEC_TSAN
-bridge_criterion_tests = tests/test_loop tests/test_future tests/test_chain
+bridge_criterion_tests = tests/test_loop tests/test_future tests/test_chain \
+	tests/test_combine tests/test_default_pool
 check_PROGRAMS += $(bridge_criterion_tests)
 TESTS += $(bridge_criterion_tests)
 VALGRIND_SUITES += tests/test_loop
@@ -25,6 +26,16 @@ tests_test_chain_SOURCES = tests/test_chain.c tests/testutil.h
 tests_test_chain_CFLAGS = $(test_cflags)
 tests_test_chain_LDADD = $(test_libs)
 tests_test_chain_LDFLAGS = $(evexec_prog_link_flags)
+
+tests_test_combine_SOURCES = tests/test_combine.c tests/testutil.h
+tests_test_combine_CFLAGS = $(test_cflags)
+tests_test_combine_LDADD = $(test_libs)
+tests_test_combine_LDFLAGS = $(evexec_prog_link_flags)
+
+tests_test_default_pool_SOURCES = tests/test_default_pool.c tests/testutil.h
+tests_test_default_pool_CFLAGS = $(test_cflags)
+tests_test_default_pool_LDADD = $(test_libs)
+tests_test_default_pool_LDFLAGS = $(evexec_prog_link_flags)
 endif
 endif
 
@@ -35,3 +46,11 @@ tests_plain_stress_loop_SOURCES = tests/plain_stress_loop.c tests/testutil.h
 tests_plain_stress_loop_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_loop_LDADD = $(evexec_prog_libs)
 tests_plain_stress_loop_LDFLAGS = $(evexec_prog_link_flags)
+
+# The combinators against timeouts, cancels and evexec_loop_free: every build.
+check_PROGRAMS += tests/plain_stress_combine
+TESTS += tests/plain_stress_combine
+tests_plain_stress_combine_SOURCES = tests/plain_stress_combine.c tests/testutil.h
+tests_plain_stress_combine_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+tests_plain_stress_combine_LDADD = $(evexec_prog_libs)
+tests_plain_stress_combine_LDFLAGS = $(evexec_prog_link_flags)

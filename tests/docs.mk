@@ -95,3 +95,38 @@ CLEANFILES += tests/man-examples/evexec_7.c tests/man-examples/evexec_run_in_exe
 TESTS += tests/check-layering.sh
 dist_check_SCRIPTS += tests/check-layering.sh
 AM_TESTS_ENVIRONMENT += CC='$(CC)' NM='$(NM)' SAN_FLAGS='$(SAN_FLAGS)'; export CC NM SAN_FLAGS;
+
+# The composing pages: evexec_sleep(3), evexec_gather(3), evexec_cfuture_wait_many(3).
+check_PROGRAMS += tests/man-examples/evexec_sleep_3 tests/man-examples/evexec_gather_3 \
+	tests/man-examples/evexec_cfuture_wait_many_3
+
+nodist_tests_man_examples_evexec_sleep_3_SOURCES = tests/man-examples/evexec_sleep_3.c
+tests_man_examples_evexec_sleep_3_CFLAGS = $(evexec_example_cflags)
+tests_man_examples_evexec_sleep_3_LDADD = $(evexec_prog_libs)
+tests_man_examples_evexec_sleep_3_LDFLAGS = $(evexec_prog_link_flags)
+tests/man-examples/evexec_sleep_3.c: $(srcdir)/man/evexec_sleep.3 \
+		$(srcdir)/tests/man-examples/extract.sh
+	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
+	$(evexec_extract) $(srcdir)/man/evexec_sleep.3 >$@.tmp && mv -f $@.tmp $@
+
+nodist_tests_man_examples_evexec_gather_3_SOURCES = tests/man-examples/evexec_gather_3.c
+tests_man_examples_evexec_gather_3_CFLAGS = $(evexec_example_cflags)
+tests_man_examples_evexec_gather_3_LDADD = $(evexec_prog_libs)
+tests_man_examples_evexec_gather_3_LDFLAGS = $(evexec_prog_link_flags)
+tests/man-examples/evexec_gather_3.c: $(srcdir)/man/evexec_gather.3 \
+		$(srcdir)/tests/man-examples/extract.sh
+	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
+	$(evexec_extract) $(srcdir)/man/evexec_gather.3 >$@.tmp && mv -f $@.tmp $@
+
+nodist_tests_man_examples_evexec_cfuture_wait_many_3_SOURCES = \
+	tests/man-examples/evexec_cfuture_wait_many_3.c
+tests_man_examples_evexec_cfuture_wait_many_3_CFLAGS = $(evexec_example_cflags)
+tests_man_examples_evexec_cfuture_wait_many_3_LDADD = $(evexec_prog_libs)
+tests_man_examples_evexec_cfuture_wait_many_3_LDFLAGS = $(evexec_prog_link_flags)
+tests/man-examples/evexec_cfuture_wait_many_3.c: $(srcdir)/man/evexec_cfuture_wait_many.3 \
+		$(srcdir)/tests/man-examples/extract.sh
+	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
+	$(evexec_extract) $(srcdir)/man/evexec_cfuture_wait_many.3 >$@.tmp && mv -f $@.tmp $@
+
+CLEANFILES += tests/man-examples/evexec_sleep_3.c tests/man-examples/evexec_gather_3.c \
+	tests/man-examples/evexec_cfuture_wait_many_3.c

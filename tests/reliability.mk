@@ -33,7 +33,7 @@ tests_test_fork_LDFLAGS = $(reliability_criterion_ldflags)
 if EVEXEC_DEBUG
 TESTS += tests/test_debug
 check_PROGRAMS += tests/test_debug
-tests_test_debug_SOURCES = tests/test_debug.c
+tests_test_debug_SOURCES = tests/test_debug.c tests/testutil.h
 tests_test_debug_CFLAGS = $(test_cflags)
 tests_test_debug_LDADD = $(test_libs)
 tests_test_debug_LDFLAGS = $(reliability_criterion_ldflags)
@@ -66,3 +66,13 @@ tests_plain_stress_teardown_SOURCES = tests/plain_stress_teardown.c tests/testut
 tests_plain_stress_teardown_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_teardown_LDADD = $(evexec_prog_libs)
 tests_plain_stress_teardown_LDFLAGS = $(evexec_prog_link_flags)
+
+# fork() while other threads use the library: runs in every build, above all
+# ThreadSanitizer's (the prepare handler used to hold more locks than gcc's
+# TSan runtime can track).
+TESTS += tests/plain_fork_tsan
+check_PROGRAMS += tests/plain_fork_tsan
+tests_plain_fork_tsan_SOURCES = tests/plain_fork_tsan.c tests/testutil.h
+tests_plain_fork_tsan_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+tests_plain_fork_tsan_LDADD = $(evexec_prog_libs)
+tests_plain_fork_tsan_LDFLAGS = $(evexec_prog_link_flags)

@@ -970,3 +970,283 @@ Test(chain, run_in_executor_ex_leaves_arg_to_the_caller_when_it_fails)
     evexec_pool_free(pool);
     cr_assert_eq(atomic_load(&owned.freed), 0);
 }
+
+/* ---- evexec_future_request_cancel ------------------------------------------ */
+
+/* Waits (bounded) for the cancel request, then honours it: stores a result
+ * anyway (the library must free it) and returns ECANCELED. */
+static int cancel_honouring_task(void *arg, void **result)
+{
+    (void)arg;
+    atomic_fetch_add(&task_runs, 1);
+    gate_pass(&gate);
+    for (int i = 0; i < HANG_BOUND_MS && !evexec_cancel_requested(); i++)
+        usleep(1000);
+    atomic_store(&saw_cancel, evexec_cancel_requested());
+    *result = malloc(8);
+    return ECANCELED;
+}
+
+Test(chain, request_cancel_of_a_queued_task_means_it_never_runs_and_the_future_completes_later_with_ecanceled)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&gate, 1), "the blocker never started");
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, value_task, NULL, free_counted);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    in_call = true;
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    in_call = false;
+    cr_assert(!evexec_future_done(f), "request_cancel completed the future at once");
+    cr_assert_eq(evexec_future_result(f, NULL), EINPROGRESS);
+    cr_assert_eq(cb_runs, 0);
+    gate_open(&gate);
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(!cb_inside_call);
+    cr_assert(cb_on_loop_thread);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    cr_assert(evexec_future_cancelled(f), "a task that never started reads as cancelled");
+    evexec_pool_free(pool); /* the worker reached the cancelled task */
+    cr_assert_eq(atomic_load(&task_runs), 0, "a request-cancelled queued task ran");
+    cr_assert_eq(atomic_load(&results_freed), 0);
+    evexec_future_release(f);
+    evexec_cfuture_release(blocker);
+    free_loop();
+}
+
+Test(chain, request_cancel_of_a_running_task_that_ignores_it_completes_with_its_result)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, cancel_aware_task, NULL,
+                                                     free_counted);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    cr_assert(gate_wait_arrived(&gate, 1), "the task never started");
+    gate_open(&gate);
+    in_call = true;
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    in_call = false;
+    cr_assert(!evexec_future_done(f), "request_cancel completed the future at once");
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(!cb_inside_call);
+    cr_assert(atomic_load(&saw_cancel), "evexec_cancel_requested() never turned true");
+    cr_assert_eq(cb_result_rc, 0, "the task's own outcome, not ECANCELED");
+    cr_assert_not_null(cb_result);
+    cr_assert(!evexec_future_cancelled(f));
+    void *r = NULL;
+    cr_assert_eq(evexec_future_result(f, &r), 0);
+    cr_assert_eq(r, cb_result);
+    cr_assert_eq(atomic_load(&results_freed), 0, "the future's result was freed while it lives");
+    evexec_future_release(f);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1, "the result was not freed exactly once");
+    free_loop();
+}
+
+Test(chain, request_cancel_of_a_running_task_that_honours_it_completes_with_its_error)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, cancel_honouring_task, NULL,
+                                                     free_counted);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    cr_assert(gate_wait_arrived(&gate, 1), "the task never started");
+    gate_open(&gate);
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    cr_assert(!evexec_future_done(f));
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(atomic_load(&saw_cancel));
+    cr_assert_eq(atomic_load(&task_runs), 1);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    /* It ran: finished with the task's error, unlike a task that never
+     * started (which reads as cancelled). */
+    cr_assert(!evexec_future_cancelled(f), "a task that ran and failed reads as never started");
+    evexec_future_release(f);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1, "the result stored with the error leaked");
+    free_loop();
+}
+
+Test(chain, request_cancelled_task_result_is_owned_by_the_future_and_freed_once)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    /* Released before delivery: the future's delivery reference keeps it,
+     * and its result is freed with it. */
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, cancel_aware_task, NULL,
+                                                     free_counted);
+    cr_assert_not_null(f);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    gate_open(&gate);
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    evexec_future_release(f);
+    /* Taken: the caller owns it, the library never frees it. */
+    struct evexec_future *g = evexec_run_in_executor(loop, pool, cancel_aware_task, NULL,
+                                                     free_counted);
+    cr_assert_not_null(g);
+    cr_assert(gate_wait_arrived(&gate, 2));
+    cr_assert_eq(evexec_future_request_cancel(g), 0);
+    dispatch();
+    cr_assert_eq(atomic_load(&task_runs), 2);
+    void *taken = NULL;
+    cr_assert_eq(evexec_future_take_result(g, &taken), 0);
+    cr_assert_not_null(taken);
+    cr_assert_eq(evexec_future_result(g, NULL), EVEXEC_ETAKEN);
+    evexec_future_release(g);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1, "freed %d times; want once (the released one)",
+                 atomic_load(&results_freed));
+    free(taken);
+    free_loop();
+}
+
+Test(chain, request_cancel_of_a_done_future_gives_ealready)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, value_task, (void *)1,
+                                                     free_counted);
+    struct evexec_future *cancelled = evexec_run_in_executor(loop, pool, value_task, (void *)2,
+                                                             free_counted);
+    struct evexec_future *plain = evexec_future_new(loop);
+    cr_assert(f && cancelled && plain);
+    cr_assert(evexec_future_cancel(cancelled));
+    cr_assert_eq(evexec_future_request_cancel(cancelled), EALREADY);
+    cr_assert_eq(evexec_future_set_result(plain, NULL, NULL), 0);
+    cr_assert_eq(evexec_future_request_cancel(plain), EALREADY);
+    dispatch();
+    cr_assert_eq(evexec_future_request_cancel(f), EALREADY);
+    void *r = NULL;
+    cr_assert_eq(evexec_future_result(f, &r), 0, "EALREADY changed the outcome");
+    cr_assert_eq(((struct result *)r)->value, 1);
+    evexec_future_release(f);
+    evexec_future_release(cancelled);
+    evexec_future_release(plain);
+    free_loop();
+    evexec_pool_free(pool);
+}
+
+Test(chain, request_cancel_of_a_plain_future_gives_enotsup_and_leaves_it_pending)
+{
+    make_loop();
+    struct evexec_future *f = evexec_future_new(loop);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_request_cancel(f), ENOTSUP);
+    cr_assert(!evexec_future_done(f));
+    cr_assert_eq(evexec_future_set_error(f, EIO), 0, "the plain future is still the caller's to set");
+    cr_assert_eq(evexec_future_result(f, NULL), EIO);
+    evexec_future_release(f);
+    free_loop();
+}
+
+Test(chain, request_cancel_of_null_gives_einval)
+{
+    cr_assert_eq(evexec_future_request_cancel(NULL), EINVAL);
+}
+
+Test(chain, request_cancel_of_a_wrapped_queued_cfuture_cancels_it_and_completes_later)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocker_task, NULL, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&gate, 1), "the blocker never started");
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, value_task, NULL, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    in_call = true;
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    in_call = false;
+    cr_assert_eq(evexec_cfuture_state(cf), EVEXEC_CANCELLED, "the queued cfuture was not cancelled");
+    cr_assert(!evexec_future_done(f), "request_cancel completed the future at once");
+    cr_assert_eq(cb_runs, 0);
+    gate_open(&gate);
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(!cb_inside_call);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    cr_assert(evexec_future_cancelled(f));
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&task_runs), 0, "the cancelled cfuture's task ran");
+    evexec_future_release(f);
+    evexec_cfuture_release(cf);
+    evexec_cfuture_release(blocker);
+    free_loop();
+}
+
+Test(chain, request_cancel_of_a_wrapped_running_cfuture_completes_with_the_borrowed_result)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_cfuture *cf = evexec_pool_submit(pool, cancel_aware_task, NULL, free_counted);
+    cr_assert_not_null(cf);
+    struct evexec_future *f = evexec_wrap_cfuture(loop, cf);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    gate_open(&gate);
+    in_call = true;
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    in_call = false;
+    cr_assert(!evexec_future_done(f));
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert(!cb_inside_call);
+    cr_assert(atomic_load(&saw_cancel));
+    cr_assert_eq(cb_result_rc, 0);
+    void *from_cf = NULL;
+    cr_assert_eq(evexec_cfuture_result(cf, 0, &from_cf), 0);
+    cr_assert_eq(cb_result, from_cf, "the wrapping future does not borrow the cfuture's result");
+    evexec_future_release(f);
+    cr_assert_eq(atomic_load(&results_freed), 0, "a borrowed result was freed with the future");
+    evexec_cfuture_release(cf);
+    free_loop();
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1);
+}
+
+Test(chain, request_cancel_twice_is_harmless_and_a_later_cancel_still_wins)
+{
+    make_loop();
+    reset_record();
+    struct evexec_pool *pool = new_pool(1);
+    atomic_store(&results_freed, 0);
+    struct evexec_future *f = evexec_run_in_executor(loop, pool, cancel_aware_task, NULL,
+                                                     free_counted);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, record_done, NULL), 0);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    cr_assert_eq(evexec_future_request_cancel(f), 0);
+    cr_assert(!evexec_future_done(f));
+    cr_assert(evexec_future_cancel(f), "cancel after a request still cancels at once");
+    cr_assert(evexec_future_cancelled(f));
+    gate_open(&gate);
+    dispatch(); /* the late result is disposed of */
+    cr_assert_eq(cb_runs, 1);
+    cr_assert_eq(cb_result_rc, ECANCELED);
+    evexec_future_release(f);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 1, "the late result was not freed exactly once");
+    free_loop();
+}

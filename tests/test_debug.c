@@ -3,7 +3,8 @@
  * threading rules: a loop or loop-future function called from a thread other
  * than the loop's (a pool worker or a foreign pthread) aborts with a message
  * naming the function, and evexec_pool_free from one of the pool's own
- * workers aborts too.
+ * workers aborts too, as does a failed write to the loop's wakeup
+ * descriptor.
  *
  * Two kinds of tests: the `.signal = SIGABRT` ones let the misuse kill the
  * test process itself; the `message_names_*` ones run each misuse in a
@@ -14,7 +15,7 @@
 
 #include <criterion/criterion.h>
 
-#include "leakcheck.h"
+#include "testutil.h" /* leakcheck.h, and the wakeup descriptor helpers */
 
 #include <errno.h>
 #include <pthread.h>
@@ -338,4 +339,55 @@ Test(debug, message_names_each_loop_function_called_from_a_worker)
         snprintf(needle, sizeof(needle), "%s:", misuse_name[i]);
         cr_expect_not_null(strstr(text, needle), "%s: stderr was \"%s\"", misuse_name[i], text);
     }
+}
+
+/* ---- a failed wakeup write aborts --------------------------------------- */
+
+static struct evexec_loop *wake_loop;
+
+static void *post_to_wake_loop(void *arg)
+{
+    (void)arg;
+    (void)evexec_call_soon_threadsafe(wake_loop, noop_soon, NULL);
+    return NULL;
+}
+
+Test(debug, failed_wakeup_write_aborts_with_a_message)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[1]);
+        struct event_base *b = event_base_new();
+        int wfd = -1;
+        wake_loop = b ? loop_new_with_wakeup_fd(b, &wfd) : NULL;
+        if (!wake_loop || wfd < 0 || wakeup_fd_break(wfd) < 0)
+            _exit(2);
+        pthread_t t;
+        if (pthread_create(&t, NULL, post_to_wake_loop, NULL) == 0)
+            pthread_join(t, NULL);
+        _exit(0); /* no abort: the parent reports it */
+    }
+    close(fds[1]);
+    char text[4096];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof(text) - 1 &&
+           ((n = read(fds[0], text + len, sizeof(text) - 1 - len)) > 0 || (n < 0 && errno == EINTR)))
+        if (n > 0)
+            len += (size_t)n;
+    text[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    cr_assert(!WIFEXITED(status) || WEXITSTATUS(status) != 2, "the child could not break its wakeup");
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+              "a failed wakeup write did not abort (status %#x): \"%s\"", status, text);
+    cr_assert_not_null(strstr(text, "wakeup descriptor"), "stderr was \"%s\"", text);
 }

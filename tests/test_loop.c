@@ -9,6 +9,8 @@
  * fails a test instead of hanging it (Criterion's timeout is the outer
  * bound). Worker and producer threads only record; the main thread asserts.
  */
+#include "config.h"
+
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -800,3 +802,66 @@ Test(loop, free_with_completed_undelivered_work_frees_the_result_exactly_once)
     event_base_free(base);
 }
 
+/* ---- a wakeup descriptor broken behind the library's back ----------------- */
+
+static void *post_record_1(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)evexec_call_soon_threadsafe(loop, record_cb, (void *)1);
+}
+
+Test(loop, failed_wakeup_writes_are_counted_and_the_callback_runs_with_the_next_pass)
+{
+#ifdef EVEXEC_DEBUG
+    cr_skip_test("debug builds abort on a failed wakeup write (test_debug.c checks it)");
+#endif
+    base = event_base_new();
+    cr_assert_not_null(base);
+    int wfd;
+    loop = loop_new_with_wakeup_fd(base, &wfd);
+    cr_assert_not_null(loop);
+    cr_assert_geq(wfd, 0, "the loop's wakeup descriptor was not found in /proc/self/fd");
+    int saved = wakeup_fd_break(wfd);
+    cr_assert_geq(saved, 0, "could not put /dev/null in place of the wakeup descriptor");
+    /* What the library will get: a read-only descriptor refuses writes. */
+    char byte = 0;
+    errno = 0;
+    cr_assert_eq(write(wfd, &byte, 1), -1);
+    cr_assert_eq(errno, EBADF, "writing the broken descriptor gave errno %d", errno);
+
+    pthread_t t;
+    void *rc = (void *)-1;
+    cr_assert_eq(pthread_create(&t, NULL, post_record_1, NULL), 0);
+    pthread_join(t, &rc);
+    cr_assert_eq((intptr_t)rc, 0, "the post itself was refused");
+    struct evexec_loop_stats st = stats_now();
+    cr_assert_geq(st.wakeup_errors, 1, "a failed wakeup write was not counted");
+    wakeup_fd_restore(wfd, saved);
+
+    /* Nothing woke the loop; the post stayed queued and runs with the next
+     * pass, which a callback of the loop thread makes. */
+    cr_assert_eq(nrecord, 0);
+    cr_assert_eq(evexec_call_soon(loop, record_cb, (void *)2), 0);
+    dispatch();
+    cr_assert_eq(nrecord, 2, "the post made while the wakeup was broken was lost");
+    /* FIFO holds per producer thread only: either order. */
+    cr_assert_eq(record[0] + record[1], 3);
+    cr_assert_eq(stats_now().wakeup_errors, st.wakeup_errors, "a working wakeup was counted as failed");
+    free_loop();
+}
+
+Test(loop, wakeup_errors_stay_zero_while_the_descriptor_works)
+{
+    make_loop();
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, post_record_1, NULL), 0);
+    pthread_join(t, NULL);
+    evexec_loop_ref(loop);
+    evexec_loop_unref(loop);
+    cr_assert_eq(evexec_call_soon(loop, record_cb, (void *)2), 0);
+    dispatch();
+    struct evexec_loop_stats st = stats_now();
+    cr_assert_geq(st.wakeup_writes, 1);
+    cr_assert_eq(st.wakeup_errors, 0);
+    free_loop();
+}

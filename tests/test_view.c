@@ -863,3 +863,80 @@ Test(view, bad_arguments_to_new_limited_and_new_view_are_einval)
     cr_assert_eq(errno, ESHUTDOWN);
     evexec_pool_free(pool);
 }
+
+struct self_free {
+    struct evexec_pool *view;
+    struct gate *gate;
+};
+
+static int free_own_view_task(void *arg, void **result)
+{
+    (void)result;
+    struct self_free *s = arg;
+    gate_pass(s->gate);
+    evexec_pool_free(s->view);
+    return 0;
+}
+
+Test(view, a_view_freed_from_its_own_task_cancels_its_queue_and_goes_with_its_last_task)
+{
+#ifdef EVEXEC_DEBUG
+    cr_skip_test("debug builds abort on evexec_pool_free from a pool's own task");
+#endif
+    struct evexec_pool *pool = pool_of(2);
+    struct evexec_pool *view = limited(pool, 1);
+    struct gate g;
+    gate_init(&g);
+    struct self_free s = { view, &g };
+    struct evexec_cfuture *self = evexec_pool_submit(view, free_own_view_task, &s, NULL);
+    cr_assert_not_null(self);
+    cr_assert(gate_wait_arrived(&g, 1));
+    atomic_int runs = 0;
+    struct evexec_cfuture *behind = evexec_pool_submit(view, count_task, &runs, NULL);
+    cr_assert_not_null(behind);
+    gate_open(&g);
+    cr_assert_eq(evexec_cfuture_result(self, HANG_BOUND_MS, NULL), 0);
+    cr_assert_eq(evexec_cfuture_result(behind, HANG_BOUND_MS, NULL), ECANCELED);
+    cr_assert_eq(atomic_load(&runs), 0);
+    evexec_cfuture_release(self);
+    evexec_cfuture_release(behind);
+    evexec_pool_free(pool); /* the view is gone already; valgrind sees no leak */
+    gate_destroy(&g);
+}
+
+Test(view, freeing_the_middle_of_three_first_runs_the_inner_views_queue)
+{
+    struct evexec_pool *pool = pool_of(2);
+    struct evexec_pool *middle = limited(pool, 2);
+    struct evexec_pool *inner = limited(middle, 1);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *first = evexec_pool_submit(inner, blocking_task, &g, NULL);
+    cr_assert_not_null(first);
+    cr_assert(gate_wait_arrived(&g, 1));
+    atomic_int runs = 0;
+    struct evexec_cfuture *cfs[6];
+    for (int i = 0; i < 6; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(inner, count_task, &runs, NULL));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, free_pool_thread, middle), 0);
+    gate_open(&g);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(evexec_cfuture_result(cfs[i], 0, NULL), 0, "an inner task was lost");
+        evexec_cfuture_release(cfs[i]);
+    }
+    cr_assert_eq(atomic_load(&runs), 6);
+    errno = 0;
+    cr_assert_null(evexec_pool_submit(inner, noop_task, NULL, NULL));
+    cr_assert_eq(errno, ESHUTDOWN);
+    /* The root is untouched. */
+    struct evexec_cfuture *direct = evexec_pool_submit(pool, noop_task, NULL, NULL);
+    cr_assert_not_null(direct);
+    wait_ok(direct);
+    evexec_cfuture_release(direct);
+    evexec_cfuture_release(first);
+    evexec_pool_free(inner);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}

@@ -1,7 +1,8 @@
 /*
  * testutil.h -- helpers shared by the test programs of both halves: bounded
  * waits (a deadline, a sleep, a gate that holds worker threads), a dispatch
- * of an event_base bounded by a watchdog thread, TAP output for the plain
+ * of an event_base bounded by a watchdog thread, the loop's wakeup
+ * descriptor found and broken from outside, TAP output for the plain
  * programs, and the LeakSanitizer check the Criterion suites run after each
  * test.
  *
@@ -15,7 +16,9 @@
 #ifndef EVEXEC_TESTUTIL_H
 #define EVEXEC_TESTUTIL_H
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -276,6 +280,79 @@ static inline void dispatch(void)
 }
 
 #endif /* TESTUTIL_LOOP_FIXTURE */
+
+/* ---- the loop's wakeup descriptor, found and broken from outside ---------- */
+
+/* Tests that the library copes with its wakeup descriptor closed or broken
+ * behind its back need that descriptor: evexec_loop_new makes it (an eventfd,
+ * or a pipe with --with-wakeup=pipe) and does not say which it is, so the
+ * tests compare the process's descriptors before and after. */
+#define TESTUTIL_MAX_FDS 4096
+
+static inline void fds_open(bool *open_now)
+{
+    memset(open_now, 0, TESTUTIL_MAX_FDS * sizeof(*open_now));
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd >= 0 && fd < TESTUTIL_MAX_FDS && fd != dirfd(d))
+            open_now[fd] = true;
+    }
+    closedir(d);
+}
+
+/* Make a loop on base and find the descriptor it writes to wake itself:
+ * the new eventfd, or the write end of the new pipe. *wfd is -1 if none was
+ * found (no /proc). */
+static inline struct evexec_loop *loop_new_with_wakeup_fd(struct event_base *b, int *wfd)
+{
+    static bool before[TESTUTIL_MAX_FDS], after[TESTUTIL_MAX_FDS];
+    fds_open(before);
+    struct evexec_loop *l = evexec_loop_new(b);
+    fds_open(after);
+    *wfd = -1;
+    for (int fd = 0; l && fd < TESTUTIL_MAX_FDS && *wfd < 0; fd++) {
+        if (!after[fd] || before[fd])
+            continue;
+        char path[64], link[128];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        if (strcmp(link, "anon_inode:[eventfd]") == 0 ||
+            (strncmp(link, "pipe:", 5) == 0 && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY))
+            *wfd = fd;
+    }
+    return l;
+}
+
+/* Put /dev/null, opened read-only, where wfd was, so writes to wfd fail
+ * (EBADF); @return a copy of the real descriptor for wakeup_fd_restore, or -1. */
+static inline int wakeup_fd_break(int wfd)
+{
+    int saved = dup(wfd);
+    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (saved < 0 || null_fd < 0 || dup2(null_fd, wfd) < 0) {
+        if (saved >= 0)
+            close(saved);
+        saved = -1;
+    }
+    if (null_fd >= 0)
+        close(null_fd);
+    return saved;
+}
+
+/* Put the real descriptor back (the event loop's registration stays valid:
+ * the descriptor's file was kept open by the copy). */
+static inline void wakeup_fd_restore(int wfd, int saved)
+{
+    dup2(saved, wfd);
+    close(saved);
+}
 
 /* ---- TAP for the plain programs ------------------------------------------ */
 
