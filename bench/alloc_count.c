@@ -7,7 +7,7 @@
  * write(2) through the PLT), without slowing the run as strace does.
  * It replaces the entry points with thin wrappers around glibc's own
  * (__libc_malloc and friends, __write: no dlsym, so no recursion) and
- * counts only while the program has switched counting on: workloads.c does
+ * counts only while the program has switched counting on: harness.c does
  * that for its measured phase through bench_count_on(), a weak reference
  * that stays NULL when this library is not preloaded.
  *

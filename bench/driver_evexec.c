@@ -1,28 +1,35 @@
 /*
  * driver_evexec.c -- the bench.h driver for libevexec, written the way an
- * application would use it: a libevent base run by the main thread, a
- * struct evexec_loop on it, an explicit pool of exactly `pool` workers
- * (min_workers = max_workers = pool), and evexec_run_in_executor() with a
- * done callback per task. libevent is not told about threads
- * (evthread_use_pthreads): the library never calls it from a worker.
+ * application would use it: one explicit pool of exactly `pool` workers
+ * (min_workers = max_workers = pool) shared by every loop; each loop a
+ * libevent base with a struct evexec_loop on it, made and run by one
+ * thread; evexec_run_in_executor() with a done callback per task; the
+ * limited view is evexec_pool_new_limited(pool, max_running). libevent
+ * is not told about threads (evthread_use_pthreads): each base is used by
+ * its own thread only, and the library never calls it from a worker.
  */
 #include "bench.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
 
 #include "evexec.h"
 
-static struct event_base *base;
-static struct evexec_loop *loop;
+struct bench_loop {
+    struct event_base *base;
+    struct evexec_loop *loop;
+    struct event *timer_ev;
+    void (*timer_cb)(void *arg);
+    void *timer_arg;
+};
+
 static struct evexec_pool *pool;
-static struct event *timer_ev;
-static void (*timer_cb)(void *arg);
-static void *timer_arg;
-static char description[160];
+static struct evexec_pool *view;
+static char description[200];
 
 const char *drv_name(void)
 {
@@ -31,12 +38,6 @@ const char *drv_name(void)
 
 void drv_init(const struct bench_driver_opts *opts)
 {
-    base = event_base_new();
-    if (!base)
-        bench_die("event_base_new failed");
-    loop = evexec_loop_new(base);
-    if (!loop)
-        bench_die("evexec_loop_new: %s", evexec_strerror(errno));
     struct evexec_pool_config cfg = {0};
     cfg.max_workers = opts->pool;
     cfg.min_workers = opts->pool;
@@ -59,6 +60,28 @@ void drv_init(const struct bench_driver_opts *opts)
              evexec_version(), spin_us, nice, opts->sched_idle ? " sched_idle=1" : "");
 }
 
+const char *drv_view_new(unsigned max_running)
+{
+    view = evexec_pool_new_limited(pool, max_running);
+    if (!view)
+        bench_die("evexec_pool_new_limited: %s", evexec_strerror(errno));
+    return NULL;
+}
+
+struct bench_loop *drv_loop_new(void)
+{
+    struct bench_loop *l = calloc(1, sizeof(*l));
+    if (!l)
+        bench_die("out of memory");
+    l->base = event_base_new();
+    if (!l->base)
+        bench_die("event_base_new failed");
+    l->loop = evexec_loop_new(l->base);
+    if (!l->loop)
+        bench_die("evexec_loop_new: %s", evexec_strerror(errno));
+    return l;
+}
+
 /* The library's work function: run the harness's work, hand its result on. */
 static int run_job(void *arg, void **result)
 {
@@ -78,9 +101,9 @@ static void job_done(struct evexec_future *f, void *arg)
     job->done(job);
 }
 
-void drv_submit(struct bench_job *job)
+static void submit_to(struct bench_loop *l, struct evexec_pool *p, struct bench_job *job)
 {
-    struct evexec_future *f = evexec_run_in_executor(loop, pool, run_job, job, NULL);
+    struct evexec_future *f = evexec_run_in_executor(l->loop, p, run_job, job, NULL);
     if (!f)
         bench_die("evexec_run_in_executor: %s", evexec_strerror(errno));
     int err = evexec_future_add_done_callback(f, job_done, job);
@@ -88,48 +111,73 @@ void drv_submit(struct bench_job *job)
         bench_die("evexec_future_add_done_callback: %s", evexec_strerror(err));
 }
 
+void drv_submit(struct bench_loop *l, struct bench_job *job)
+{
+    submit_to(l, pool, job);
+}
+
+void drv_submit_view(struct bench_loop *l, struct bench_job *job)
+{
+    if (!view)
+        bench_die("drv_submit_view without a view");
+    submit_to(l, view, job);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    (void)arg;
-    timer_cb(timer_arg);
+    struct bench_loop *l = arg;
+    l->timer_cb(l->timer_arg);
 }
 
-void drv_timer_start(unsigned period_ms, void (*cb)(void *arg), void *arg)
+void drv_timer_start(struct bench_loop *l, unsigned period_ms, void (*cb)(void *arg), void *arg)
 {
     struct timeval period = {(time_t)(period_ms / 1000), (suseconds_t)(period_ms % 1000) * 1000};
-    timer_cb = cb;
-    timer_arg = arg;
-    timer_ev = event_new(base, -1, EV_PERSIST, on_timer, NULL);
-    if (!timer_ev || event_add(timer_ev, &period) != 0)
+    if (l->timer_ev)
+        bench_die("one timer per loop");
+    l->timer_cb = cb;
+    l->timer_arg = arg;
+    l->timer_ev = event_new(l->base, -1, EV_PERSIST, on_timer, l);
+    if (!l->timer_ev || event_add(l->timer_ev, &period) != 0)
         bench_die("cannot start the timer");
 }
 
-void drv_timer_stop(void)
+void drv_timer_stop(struct bench_loop *l)
 {
-    event_free(timer_ev); /* deletes it first */
-    timer_ev = NULL;
+    if (!l->timer_ev)
+        return;
+    event_free(l->timer_ev); /* deletes it first */
+    l->timer_ev = NULL;
 }
 
-void drv_run(void)
+void drv_run(struct bench_loop *l)
 {
-    if (event_base_dispatch(base) < 0)
+    if (event_base_dispatch(l->base) < 0)
         bench_die("event_base_dispatch failed");
 }
 
-void drv_counters(struct bench_driver_counters *out)
+void drv_counters(struct bench_loop *l, struct bench_driver_counters *out)
 {
     struct evexec_loop_stats ls;
     struct evexec_pool_stats ps;
     memset(out, 0, sizeof(*out));
-    if (evexec_loop_get_stats(loop, &ls) == 0) {
+    if (evexec_loop_get_stats(l->loop, &ls) == 0) {
         out->has_wakeup_writes = true;
         out->wakeup_writes = ls.wakeup_writes;
         out->drains = ls.drains;
+        out->passes_cut = ls.passes_cut;
     }
     if (evexec_pool_get_stats(pool, &ps) == 0)
         out->workers = ps.threads;
+}
+
+void drv_loop_free(struct bench_loop *l)
+{
+    drv_timer_stop(l);
+    evexec_loop_free(l->loop);
+    event_base_free(l->base);
+    free(l);
 }
 
 const char *drv_describe(void)
@@ -139,7 +187,6 @@ const char *drv_describe(void)
 
 void drv_fini(void)
 {
+    evexec_pool_free(view); /* a view before its parent; NULL is a no-op */
     evexec_pool_free(pool);
-    evexec_loop_free(loop);
-    event_base_free(base);
 }

@@ -1,11 +1,11 @@
-# bench/local.mk -- the benchmark harness of bench/ (issue #6).
+# bench/local.mk -- the benchmark harness of bench/ (bench/README.md).
 #
-# Two programs built from one workload source (bench/workloads.c) and one
-# driver each: bench/bench_evexec (always) and bench/bench_uv (only when
+# Two programs built from one harness and workload source (bench/harness.c,
+# bench/w*.c) and one driver each: bench/bench_evexec (always) and bench/bench_uv (only when
 # configure found libuv). They are EXTRA_PROGRAMS: plain `make` and
 # `make check` never build them; these targets do:
 #
-#   make bench        full run: W1-W4, 5 rounds, evexec and libuv alternating
+#   make bench        full run: W1-W8, 5 rounds, evexec and libuv alternating
 #   make bench-quick  tiny sizes, 1 round (what .ci/run uses; never judged)
 #   make bench-extra  W1 pool=2 extras: wakeups (strace), allocations,
 #                     instructions (callgrind), peak RSS, profile
@@ -17,7 +17,10 @@
 bench_cflags = $(AM_CFLAGS)
 
 EXTRA_PROGRAMS += bench/bench_evexec
-bench_bench_evexec_SOURCES = bench/bench.h bench/workloads.c bench/driver_evexec.c
+bench_sources = bench/bench.h bench/harness.h bench/harness.c \
+	bench/w1_throughput.c bench/w2_latency.c bench/w3_cpu_bound.c bench/w4_blocking.c \
+	bench/w5_flood.c bench/w6_many_loops.c bench/w7_head_of_line.c bench/w8_memory.c
+bench_bench_evexec_SOURCES = $(bench_sources) bench/driver_evexec.c
 bench_bench_evexec_CFLAGS = $(bench_cflags) $(LIBEVENT_CFLAGS)
 bench_bench_evexec_LDADD = $(evexec_prog_libs)
 bench_bench_evexec_LDFLAGS = $(evexec_prog_link_flags)
@@ -25,7 +28,7 @@ bench_programs = bench/bench_evexec
 
 if HAVE_LIBUV
 EXTRA_PROGRAMS += bench/bench_uv
-bench_bench_uv_SOURCES = bench/bench.h bench/workloads.c bench/driver_uv.c
+bench_bench_uv_SOURCES = $(bench_sources) bench/driver_uv.c
 bench_bench_uv_CFLAGS = $(bench_cflags) $(LIBUV_CFLAGS)
 bench_bench_uv_LDADD = $(LIBUV_LIBS)
 bench_programs += bench/bench_uv
@@ -61,4 +64,5 @@ bench-clean:
 BASH = bash
 .PHONY: bench bench-quick bench-extra bench-clean
 CLEANFILES += bench/bench_evexec bench/bench_uv bench/alloc_count.so
-EXTRA_DIST += bench/run bench/summarize.awk bench/profile-diff.awk bench/README.md bench/alloc_count.c
+EXTRA_DIST += bench/run bench/summarize.awk bench/plot-svg.awk bench/profile-diff.awk \
+	bench/README.md bench/alloc_count.c

@@ -5,7 +5,8 @@
 # Variables (-v): rows="w1p2 w1p2pin ..." (order of the table),
 #   other=uv (the library in the second column: "uv", or "base" for a
 #   baseline build of libevexec given to bench/run --baseline),
-#   plotdata=FILE (optional: one line per headline figure for gnuplot:
+#   plotdata=FILE (optional: one line per headline figure for
+#   bench/plot-svg.awk:
 #   label, advantage factor of evexec over uv, >1 = evexec better).
 # Portable awk (Debian's default is mawk): no gawk extensions.
 
@@ -14,6 +15,10 @@ function metrics_of(w) {
     if (w == "w2") return "p50_us:lower mean_us:lower p99_us:lower max_us:lower cpu_us_per_task:lower"
     if (w == "w3") return "speedup:higher parallelism:higher wall_s:lower late_busy_max_ms:lower late_idle_max_ms:lower serial_s:lower"
     if (w == "w4") return "wall_s:lower wall_over_ideal:lower"
+    if (w == "w5") return "late_p99_ms:lower late_p50_ms:lower late_max_ms:lower ticks:higher ticks_share:higher tasks_per_s:higher wakeups_per_task:lower"
+    if (w == "w6") return "tasks_per_s:higher cpu_us_per_task:lower wakeups_per_task:lower writes_per_task:lower allocs_per_task:lower vcsw:lower ivcsw:lower"
+    if (w == "w7") return "p99_ms:lower p50_ms:lower max_ms:lower short_tasks:higher long_tasks:higher"
+    if (w == "w8") return "bytes_per_task:lower drain_s:lower submit_s:lower kept_allocs:lower jobs_unfreed:lower wrong_results:lower"
     return ""
 }
 
@@ -21,7 +26,9 @@ function metrics_of(w) {
 function headline(w, m) {
     return (w == "w1" && m == "tasks_per_s") || (w == "w2" && m == "p50_us") ||
            (w == "w3" && (m == "speedup" || m == "late_busy_max_ms")) ||
-           (w == "w4" && m == "wall_s")
+           (w == "w4" && m == "wall_s") || (w == "w5" && m == "late_p99_ms") ||
+           (w == "w6" && m == "tasks_per_s") || (w == "w7" && m == "p99_ms") ||
+           (w == "w8" && (m == "bytes_per_task" || m == "drain_s"))
 }
 
 function label_of(row) {
@@ -31,6 +38,11 @@ function label_of(row) {
     if (row == "w2") return "W2 pool=2"
     if (row == "w3") return "W3 pool=2"
     if (row == "w4") return "W4 pool=16"
+    if (row == "w5") return "W5 flood pool=2"
+    if (row == "w6") return "W6 8 loops pool=2"
+    if (row == "w7") return "W7 pool=2"
+    if (row == "w7view") return "W7 view=1 pool=2"
+    if (row == "w8") return "W8 pool=2"
     return row
 }
 
@@ -40,6 +52,10 @@ function short_label(row, m,   l) {
     else if (m == "p50_us") m = "p50"
     else if (m == "late_busy_max_ms") m = "timer late"
     else if (m == "wall_s") m = "wall"
+    else if (m == "late_p99_ms") m = "timer late p99"
+    else if (m == "p99_ms") m = "short p99"
+    else if (m == "bytes_per_task") m = "bytes/task"
+    else if (m == "drain_s") m = "drain"
     l = label_of(row)
     sub(/ pool=/, " p", l)
     sub(/ pinned/, " pin", l)
@@ -49,6 +65,7 @@ function short_label(row, m,   l) {
 # Short, readable numbers.
 function fmt(v,   a) {
     if (v == "") return "-"
+    if (v == 0) return "0"
     a = v < 0 ? -v : v
     if (a >= 1e6) return sprintf("%.2fM", v / 1e6)
     if (a >= 1e4) return sprintf("%.1fk", v / 1e3)
@@ -103,6 +120,8 @@ function stats(k,   n, i, vals, parts) {
         }
     }
     if ("status" in kv) failed[row SUBSEP lib]++
+    if (kv["check"] == "MISMATCH") mismatch[row SUBSEP lib]++
+    if (kv["view"] == "unavailable") unavailable[row SUBSEP lib] = 1
     delete kv
 }
 
@@ -116,6 +135,12 @@ END {
         row = order[r]
         if (!(row in workload)) continue
         w = workload[row]
+        if ((row SUBSEP "evexec") in unavailable) {
+            printf "%-18s %s\n", label_of(row), "not measured: the libevexec program has no limited view (view=unavailable)"
+            if (plotdata != "")
+                printf "\"%s\" n/a\n", short_label(row, "p99_ms") > plotdata
+            continue
+        }
         nm = split(metrics_of(w), ms, " ")
         for (i = 1; i <= nm; i++) {
             split(ms[i], p, ":")
@@ -126,9 +151,12 @@ END {
             ecol = ne ? sprintf("%s [%s-%s]", fmt(emed), fmt(elo), fmt(ehi)) : "-"
             ucol = nu ? sprintf("%s [%s-%s]", fmt(umed), fmt(ulo), fmt(uhi)) : "-"
             ratio = "-"
-            if (ne && nu && umed != 0) ratio = sprintf("%.2f", emed / umed)
+            # A ratio of figures that can be negative (a timer tick earlier
+            # than its period) would mean nothing.
+            if (ne && nu && umed > 0 && emed >= 0)
+                ratio = sprintf(emed / umed < 0.1 ? "%.2g" : "%.2f", emed / umed)
             printf "%-18s %-17s %-6s  %-26s  %-26s  %s\n", label_of(row), m, better, ecol, ucol, ratio
-            if (plotdata != "" && headline(w, m) && ne && nu && umed != 0 && emed != 0) {
+            if (plotdata != "" && headline(w, m) && ne && nu && umed > 0 && emed > 0) {
                 adv = (better == "higher") ? emed / umed : umed / emed
                 printf "\"%s\" %.4f\n", short_label(row, m), adv > plotdata
             }
@@ -137,5 +165,9 @@ END {
     for (k in failed) {
         split(k, p, SUBSEP)
         printf "FAILED runs: %s %s: %d\n", label_of(p[1]), p[2], failed[k]
+    }
+    for (k in mismatch) {
+        split(k, p, SUBSEP)
+        printf "CHECK FAILED (W3: wrong hashes; W8: a wrong result or a job not freed): %s %s: %d run(s)\n", label_of(p[1]), p[2], mismatch[k]
     }
 }
