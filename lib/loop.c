@@ -29,7 +29,10 @@
  * at once. A poll that times out turns spinning off for a number of passes
  * that doubles with each miss (up to 1024) and is reset by a catch, so slow
  * work -- or a machine too busy to run the workers -- costs almost no CPU,
- * and fast work is soon caught again.
+ * and fast work is soon caught again. No loop spins while the process has
+ * as many loops as CPUs it may use: each spinning loop would take a CPU from
+ * the workers it waits for (eight loops on two CPUs ran at a third of the
+ * speed). Nor after a pass that ran out of time (see drain()).
  *
  * Liveness: wake_ev is added only while the loop has chained futures in
  * flight or is referenced (evexec_loop_ref), so an idle bridge lets
@@ -67,6 +70,8 @@
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct evexec_loop *registry;
 static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+/* Loops that exist, read without the lock by the end-of-pass spin. */
+static _Atomic unsigned live_loops;
 
 static void registry_child(void)
 {
@@ -74,6 +79,7 @@ static void registry_child(void)
      * be made on a new base. A parent thread may have held the lock at
      * fork(); nothing of the parent's registry is needed, so start afresh. */
     registry = NULL;
+    atomic_store(&live_loops, 0);
     pthread_mutex_init(&registry_lock, NULL);
 }
 
@@ -337,6 +343,7 @@ static void drain(struct evexec_loop *loop, bool readable)
     /* No spin after a long pass: libevent may have a timer due, and it only
      * learns of it once the loop returns to it. */
     if (!long_pass && loop->spin_ns && loop->in_flight > 0 && !loop->ready_head &&
+        atomic_load_explicit(&live_loops, memory_order_relaxed) < loop->cpus &&
         atomic_load_explicit(&loop->foreign, memory_order_relaxed) == NULL &&
         evexec__now_ns() - start < loop->pass_budget_ns &&
         evexec__backoff_ready(&loop->spin_backoff))
@@ -400,6 +407,7 @@ struct evexec_loop *evexec_loop_new(struct event_base *base)
     if (evexec__cpus_allowed() > 1)
         loop->spin_ns = EVEXEC_DEFAULT_LOOP_SPIN_US * 1000u;
     loop->pass_budget_ns = EVEXEC__PASS_BUDGET_US * 1000u;
+    loop->cpus = (unsigned)evexec__cpus_allowed();
     loop->wake_ev = event_new(base, loop->wake_rfd, EV_READ | EV_PERSIST, on_wake, loop);
     loop->run_ev = event_new(base, -1, 0, on_run, loop);
     if (!loop->wake_ev || !loop->run_ev) {
@@ -416,6 +424,7 @@ struct evexec_loop *evexec_loop_new(struct event_base *base)
     }
     loop->registry_next = registry;
     registry = loop;
+    atomic_fetch_add(&live_loops, 1);
     pthread_mutex_unlock(&registry_lock);
     return loop;
 fail:
@@ -471,6 +480,7 @@ void evexec__loop_close(struct evexec_loop *loop)
     for (struct evexec_loop **p = &registry; *p; p = &(*p)->registry_next) {
         if (*p == loop) {
             *p = loop->registry_next;
+            atomic_fetch_sub(&live_loops, 1);
             break;
         }
     }

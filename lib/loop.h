@@ -46,6 +46,7 @@ struct evexec_loop {
     bool in_drain;
     uint64_t spin_ns;                  /* poll for completions before sleeping */
     uint64_t pass_budget_ns;           /* a pass stops running callbacks after this */
+    unsigned cpus;                     /* the process may use; no spin with as many loops */
     struct evexec__backoff spin_backoff;
     uint64_t spins, spins_missed;
     bool listening;

@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -800,6 +801,76 @@ Test(loop, free_with_completed_undelivered_work_frees_the_result_exactly_once)
     evexec_pool_free(pool);
     cr_assert_eq(atomic_load(&results_freed), 1);
     event_base_free(base);
+}
+
+/* ---- the end-of-pass spin and the number of loops ------------------------ */
+
+#define SPIN_CHAIN 300
+static int spin_chain_left;
+static struct evexec_pool *spin_pool;
+
+static void spin_chain_next(struct evexec_future *f, void *arg)
+{
+    (void)arg;
+    evexec_future_release(f);
+    if (--spin_chain_left <= 0)
+        return;
+    struct evexec_future *g = evexec_run_in_executor(loop, spin_pool, quick_task, NULL, NULL);
+    cr_assert_not_null(g);
+    cr_assert_eq(evexec_future_add_done_callback(g, spin_chain_next, NULL), 0);
+}
+
+/* Quick tasks one after another from the loop; the spins the loop tried. */
+static uint64_t spins_tried_over_a_chain(void)
+{
+    spin_pool = evexec_pool_new(&(struct evexec_pool_config){.max_workers = 1});
+    cr_assert_not_null(spin_pool);
+    spin_chain_left = SPIN_CHAIN;
+    struct evexec_future *f = evexec_run_in_executor(loop, spin_pool, quick_task, NULL, NULL);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, spin_chain_next, NULL), 0);
+    dispatch();
+    cr_assert_eq(spin_chain_left, 0);
+    evexec_pool_free(spin_pool);
+    struct evexec_loop_stats st = stats_now();
+    return st.spins + st.spins_missed;
+}
+
+static int cpus_usable(void)
+{
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+Test(loop, a_lone_loop_spins_for_completions_at_the_end_of_a_pass)
+{
+    if (cpus_usable() < 2)
+        cr_skip_test("one CPU: the loop never spins");
+    make_loop();
+    cr_assert_gt(spins_tried_over_a_chain(), 0, "the loop never polled for a completion");
+    free_loop();
+}
+
+Test(loop, no_loop_spins_while_there_are_as_many_loops_as_cpus)
+{
+    int n = cpus_usable();
+    if (n > 64)
+        cr_skip_test("too many CPUs to make as many loops");
+    make_loop();
+    struct event_base *bases[64];
+    struct evexec_loop *others[64];
+    for (int i = 0; i < n - 1; i++) {
+        bases[i] = event_base_new();
+        others[i] = evexec_loop_new(bases[i]);
+        cr_assert_not_null(others[i]);
+    }
+    cr_assert_eq(spins_tried_over_a_chain(), 0,
+                 "a loop spun while %d loops shared %d CPUs", n, n);
+    for (int i = 0; i < n - 1; i++) {
+        evexec_loop_free(others[i]);
+        event_base_free(bases[i]);
+    }
+    free_loop();
 }
 
 /* ---- a wakeup descriptor broken behind the library's back ----------------- */
