@@ -778,6 +778,18 @@ void evexec__pool_orphan(struct evexec_pool *pool)
         evexec__pool_unref(pool);
 }
 
+bool evexec__pool_drained(struct evexec_pool *pool)
+{
+    if (forked(pool))
+        return true;
+    if (pool->view_ops)
+        return pool->view_ops->drained(pool);
+    evexec__lock_acquire(&pool->lock);
+    bool drained = pool->nalive == 0;
+    evexec__lock_release(&pool->lock);
+    return drained;
+}
+
 void evexec_pool_free(struct evexec_pool *pool)
 {
     if (!pool)

@@ -19,6 +19,8 @@ struct evexec__view_ops {
     void (*orphan)(struct evexec_pool *view);
     /* True on a thread that runs one of view's tasks now. */
     bool (*inside_own_task)(const struct evexec_pool *view);
+    /* evexec__pool_drained. */
+    bool (*drained)(struct evexec_pool *view);
 };
 
 struct evexec_pool {

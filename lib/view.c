@@ -258,11 +258,22 @@ static bool view_inside_own_task(const struct evexec_pool *view)
     return false;
 }
 
+/* No pump left: nothing of the view queued here or in the parent, nothing
+ * running, and the last task's outcome was published before its pump left. */
+static bool view_drained(struct evexec_pool *view)
+{
+    evexec__lock_acquire(&view->lock);
+    bool drained = view->npumps == 0;
+    evexec__lock_release(&view->lock);
+    return drained;
+}
+
 static const struct evexec__view_ops view_ops = {
     .submit = view_submit,
     .shutdown = view_shutdown,
     .orphan = view_orphan,
     .inside_own_task = view_inside_own_task,
+    .drained = view_drained,
 };
 
 struct evexec_pool *evexec_pool_new_view(struct evexec_pool *parent,
