@@ -51,10 +51,11 @@ struct evexec_pool {
     unsigned init_budget;                 /* of which while no initialised worker lived */
     uint64_t init_retry_at;               /* no init before (CLOCK_MONOTONIC ns) */
     /* A view's: its parent, its operations (NULL on a pool with threads),
-     * how many pumps it may have in the parent and has. */
+     * how many pumps it may have in the parent and has, and how many lists
+     * of tasks its last pump stranded are being settled outside the lock. */
     struct evexec_pool *parent;
     const struct evexec__view_ops *view_ops;
-    unsigned max_running, npumps;
+    unsigned max_running, npumps, nsettling;
     /* Counted before the outcome is published, so a reader that saw every
      * future done sees them all counted. */
     _Atomic uint64_t completed;
