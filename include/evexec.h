@@ -603,8 +603,8 @@ EVEXEC_EXPORT int evexec_future_request_cancel(struct evexec_future *f);
  * @param timeout_ms -1: no limit; >= 0: the future fails with ETIMEDOUT if
  *   the threads have not all exited by then (they go on exiting).
  * @return a future (one reference for the caller) that finishes (result
- *   NULL) once every thread of the default pool has exited -- on the next
- *   pass if there is none -- or NULL with errno EINVAL, ENOMEM, EAGAIN (no
+ *   NULL) once every thread of the default pool has exited (a view: once
+ *   its tasks are done) -- on the next pass if there is none -- or NULL with errno EINVAL, ENOMEM, EAGAIN (no
  *   thread to wait with), EVEXEC_ECLOSED, EVEXEC_EFORKED. While pending it
  *   keeps the loop alive. Loop thread.
  */

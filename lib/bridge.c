@@ -111,7 +111,8 @@ struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
  *     or cancelled too) or the loop is freed. A helper blocked in it then
  *     would touch freed memory (and may not even have started when the
  *     program frees it). So the loop thread shuts it down without waiting
- *     and polls its thread count on a timer, stopped when the future
+ *     and polls it on a timer until it is drained (no thread alive; for
+ *     a view, no turn left in its parent), stopped when the future
  *     settles: the pool is never touched after that.
  */
 #define SHUTDOWN_POLL_MAX_MS 50
@@ -123,7 +124,7 @@ struct pool_shutdown {
     bool owned;
     bool counted;                  /* counts as loop work */
     struct event *timer;           /* the timeout, while armed */
-    struct event *poll;            /* a given pool's thread count, while polled */
+    struct event *poll;            /* polls a given pool until drained */
     long poll_ms;
 };
 
@@ -195,9 +196,10 @@ static void on_shutdown_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pool_shutdown *op = arg;
-    struct evexec_pool_stats st;
     struct timeval tv = {0, 0};
-    if (evexec_pool_get_stats(op->pool, &st) != 0 || st.threads == 0) {
+    /* Not the thread count of the statistics: a view given as the default
+     * pool has none, and would seem done while its tasks still run. */
+    if (evexec__pool_drained(op->pool)) {
         /* Outcomes the last tasks posted before their threads exited come
          * first, as the helper's post comes after them: outside a drain,
          * an empty foreign stack means they have all been run. */

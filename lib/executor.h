@@ -80,5 +80,10 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf);
 /* Shut down with CANCEL_PENDING, never block, and let the last worker free
  * the pool (the loop's default pool at evexec_loop_free). */
 void evexec__pool_orphan(struct evexec_pool *pool);
+/* Whether a shut-down pool is done with its work, every outcome of its
+ * tasks published: none of its threads is alive, or, for a view, none of its
+ * turns is left in its parent (a view has no threads to count). True for a
+ * pool of the parent process in a forked child: nothing runs there. */
+bool evexec__pool_drained(struct evexec_pool *pool);
 
 #endif /* EVEXEC_EXECUTOR_H */

@@ -353,18 +353,29 @@ static void worker_setup(struct worker *w)
     }
 }
 
+/* Whether a shutdown makes waiting out the init backoff pointless (lock
+ * held): nothing is left to run, or no initialised worker is alive to run
+ * it, so an init now either serves or spends the retry budget at once.
+ * While an initialised worker is alive the queue is its, and the backoff
+ * holds: a worker that skipped it would fail, leave, and have the next one
+ * made at once, again and again, for as long as that worker's task runs. */
+static bool backoff_cut_short(const struct evexec_pool *pool)
+{
+    return pool->stopping && (!pool->qhead || pool->ninit == 0);
+}
+
 /* With EVEXEC_POOL_INIT_RETRY, wait out the backoff of earlier failures
- * (woken early by a shutdown). Lock held. False if the pool stopped with
- * nothing left to run, so there is no point in an init. */
+ * (cut short by a shutdown, see above). Lock held. False if the pool stopped
+ * with nothing left to run, so there is no point in an init. */
 static bool worker_backoff(struct worker *w)
 {
     struct evexec_pool *pool = w->pool;
     uint64_t now = evexec__now_ns();
-    if (pool->init_retry_at > now && !pool->stopping) {
+    if (pool->init_retry_at > now && !backoff_cut_short(pool)) {
         struct timespec deadline;
         evexec__deadline(&deadline, (long)((pool->init_retry_at - now + 999999u) / 1000000u));
         int rc = 0;
-        while (rc != ETIMEDOUT && !pool->stopping) {
+        while (rc != ETIMEDOUT && !backoff_cut_short(pool)) {
             unsigned seen = atomic_load_explicit(&w->wake_word, memory_order_relaxed);
             evexec__lock_release(&pool->lock);
             rc = evexec__word_wait(&w->wake_word, seen, &deadline);
@@ -572,6 +583,12 @@ static void worker_leave(struct worker *w)
     struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
     bool last = pool->nalive == 0;
     bool orphan = pool->orphan;
+    if (pool->stopping) {
+        /* The queue may be empty now, or no initialised worker left: a
+         * worker waiting out an init backoff looks again. */
+        for (struct evexec__list *n = pool->live.next; n != &pool->live; n = n->next)
+            evexec__word_wake(&evexec__list_entry(n, struct worker, node)->wake_word, false);
+    }
     struct evexec__list to_join;
     evexec__list_init(&to_join);
     if (!orphan) {
@@ -759,6 +776,18 @@ void evexec__pool_orphan(struct evexec_pool *pool)
     join_list(&zombies); /* already exited: this does not wait for work */
     if (none_left)
         evexec__pool_unref(pool);
+}
+
+bool evexec__pool_drained(struct evexec_pool *pool)
+{
+    if (forked(pool))
+        return true;
+    if (pool->view_ops)
+        return pool->view_ops->drained(pool);
+    evexec__lock_acquire(&pool->lock);
+    bool drained = pool->nalive == 0;
+    evexec__lock_release(&pool->lock);
+    return drained;
 }
 
 void evexec_pool_free(struct evexec_pool *pool)

@@ -19,6 +19,8 @@ struct evexec__view_ops {
     void (*orphan)(struct evexec_pool *view);
     /* True on a thread that runs one of view's tasks now. */
     bool (*inside_own_task)(const struct evexec_pool *view);
+    /* evexec__pool_drained. */
+    bool (*drained)(struct evexec_pool *view);
 };
 
 struct evexec_pool {
@@ -49,10 +51,11 @@ struct evexec_pool {
     unsigned init_budget;                 /* of which while no initialised worker lived */
     uint64_t init_retry_at;               /* no init before (CLOCK_MONOTONIC ns) */
     /* A view's: its parent, its operations (NULL on a pool with threads),
-     * how many pumps it may have in the parent and has. */
+     * how many pumps it may have in the parent and has, and how many lists
+     * of tasks its last pump stranded are being settled outside the lock. */
     struct evexec_pool *parent;
     const struct evexec__view_ops *view_ops;
-    unsigned max_running, npumps;
+    unsigned max_running, npumps, nsettling;
     /* Counted before the outcome is published, so a reader that saw every
      * future done sees them all counted. */
     _Atomic uint64_t completed;

@@ -64,45 +64,62 @@ static int ancestors_refuse(const struct evexec_pool *view)
     return 0;
 }
 
-/* A pump left the view (lock held). If it was the last, wake shutdown(WAIT)
- * waiters. Returns true if an orphaned view is to be freed now (after the
- * lock is released). */
-static bool view_pump_gone(struct evexec_pool *view)
+/* Lock held: if no pump is left and no stranded list is being settled, the
+ * view's tasks are all done: wake shutdown(WAIT) waiters. Returns true if an
+ * orphaned view is to be freed now (after the lock is released). */
+static bool view_check_idle(struct evexec_pool *view)
 {
-    if (--view->npumps > 0)
+    if (view->npumps > 0 || view->nsettling > 0)
         return false;
     evexec__word_wake(&view->exit_word, true);
     return view->orphan;
 }
 
-/* The view's tasks that its last pump can no longer run (lock held): they
- * are cancelled if the parent cancelled the pump, or fail with the error
- * that refused or failed it. The caller finishes them with settle_list(). */
+/* The view's tasks that its last pump, just gone, can no longer run (lock
+ * held): they are cancelled if the parent cancelled the pump, or fail with
+ * the error that refused or failed it. Counted as settling until
+ * view_settle() has finished them, so the view does not look idle before. */
 static struct evexec_cfuture *view_take_stranded(struct evexec_pool *view, int err)
 {
     if (view->npumps > 0 || !view->qhead)
         return NULL;
+    view->nsettling++;
     return err == ECANCELED ? evexec__pool_take_to_cancel(view)
                             : evexec__pool_take_to_fail(view);
 }
 
-static void settle_list(struct evexec_cfuture *list, int err)
+/* Finish a stranded list, no lock held; true if an orphaned view is to be
+ * freed now. The done callbacks it runs are the view's as much as those a
+ * pump runs: this thread counts as inside the view meanwhile, so freeing or
+ * waiting for the view from one is refused as from a task, not a wait for
+ * this very settling. */
+static bool view_settle(struct evexec_pool *view, struct evexec_cfuture *list, int err)
 {
+    if (!list)
+        return false;
+    struct pump_frame frame = { view, current_pump };
+    current_pump = &frame;
     if (err == ECANCELED)
         evexec__pool_cancel_list(list);
     else
         evexec__pool_fail_list(list, err);
+    current_pump = frame.outer;
+    evexec__lock_acquire(&view->lock);
+    view->nsettling--;
+    bool destroy = view_check_idle(view);
+    evexec__lock_release(&view->lock);
+    return destroy;
 }
 
 /* A pump that never ran: cancelled or failed by the parent. */
 static void view_pump_lost(struct evexec_pool *view, int err)
 {
     evexec__lock_acquire(&view->lock);
-    bool destroy = view_pump_gone(view);
+    view->npumps--;
     struct evexec_cfuture *list = view_take_stranded(view, err);
+    bool destroy = view_check_idle(view);
     evexec__lock_release(&view->lock);
-    settle_list(list, err);
-    if (destroy)
+    if (view_settle(view, list, err) || destroy)
         evexec__pool_unref(view);
 }
 
@@ -169,7 +186,8 @@ static int pump_run(void *arg, void **result)
         }
         evexec__lock_acquire(&view->lock);
     }
-    bool destroy = view_pump_gone(view);
+    view->npumps--;
+    bool destroy = view_check_idle(view);
     evexec__lock_release(&view->lock);
     current_pump = frame.outer;
     if (destroy)
@@ -201,12 +219,12 @@ static int view_submit(struct evexec_pool *view, struct evexec_cfuture *cf)
     bool taken_back = queue_remove(view, cf);
     if (taken_back)
         view->submitted--;
-    bool destroy = view_pump_gone(view);
+    view->npumps--;
     /* Tasks queued meanwhile, counting on this pump. */
     struct evexec_cfuture *list = view_take_stranded(view, err);
+    bool destroy = view_check_idle(view);
     evexec__lock_release(&view->lock);
-    settle_list(list, err);
-    if (destroy)
+    if (view_settle(view, list, err) || destroy)
         evexec__pool_unref(view);
     return taken_back ? err : 0;
 }
@@ -223,9 +241,10 @@ static int view_shutdown(struct evexec_pool *view, unsigned flags)
     evexec__pool_cancel_list(cancelled);
     if (!(flags & EVEXEC_SHUTDOWN_WAIT))
         return 0;
-    /* No pump left means nothing queued here, in the parent or running. */
+    /* No pump left and nothing stranded being settled means nothing queued
+     * here, in the parent or running. */
     evexec__lock_acquire(&view->lock);
-    while (view->npumps > 0) {
+    while (view->npumps > 0 || view->nsettling > 0) {
         unsigned seen = atomic_load_explicit(&view->exit_word, memory_order_relaxed);
         evexec__lock_release(&view->lock);
         evexec__word_wait(&view->exit_word, seen, NULL);
@@ -242,7 +261,7 @@ static void view_orphan(struct evexec_pool *view)
     view_shutdown(view, EVEXEC_SHUTDOWN_CANCEL_PENDING);
     evexec__lock_acquire(&view->lock);
     view->orphan = true;
-    bool destroy = view->npumps == 0;
+    bool destroy = view->npumps == 0 && view->nsettling == 0;
     evexec__lock_release(&view->lock);
     if (destroy)
         evexec__pool_unref(view);
@@ -258,11 +277,23 @@ static bool view_inside_own_task(const struct evexec_pool *view)
     return false;
 }
 
+/* No pump left and nothing stranded being settled: nothing of the view
+ * queued here or in the parent, nothing running, and every outcome
+ * published (a pump's last task's before the pump left). */
+static bool view_drained(struct evexec_pool *view)
+{
+    evexec__lock_acquire(&view->lock);
+    bool drained = view->npumps == 0 && view->nsettling == 0;
+    evexec__lock_release(&view->lock);
+    return drained;
+}
+
 static const struct evexec__view_ops view_ops = {
     .submit = view_submit,
     .shutdown = view_shutdown,
     .orphan = view_orphan,
     .inside_own_task = view_inside_own_task,
+    .drained = view_drained,
 };
 
 struct evexec_pool *evexec_pool_new_view(struct evexec_pool *parent,

@@ -54,3 +54,12 @@ tests_plain_stress_combine_SOURCES = tests/plain_stress_combine.c tests/testutil
 tests_plain_stress_combine_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_combine_LDADD = $(evexec_prog_libs)
 tests_plain_stress_combine_LDFLAGS = $(evexec_prog_link_flags)
+
+# The default pool's shutdown (helper thread, poll timer) and evexec_loop_free
+# against late outcomes, over hundreds of rounds: every build.
+check_PROGRAMS += tests/plain_stress_default_pool
+TESTS += tests/plain_stress_default_pool
+tests_plain_stress_default_pool_SOURCES = tests/plain_stress_default_pool.c tests/testutil.h
+tests_plain_stress_default_pool_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+tests_plain_stress_default_pool_LDADD = $(evexec_prog_libs)
+tests_plain_stress_default_pool_LDFLAGS = $(evexec_prog_link_flags)

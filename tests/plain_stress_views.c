@@ -14,6 +14,10 @@
  * strand: no task may be lost (each accepted one runs, or ends cancelled
  * or failed), and the view is freed after its parent.
  *
+ * A third phase has the parent's CANCEL_PENDING take a view's queue down on
+ * one thread while another waits for the view with shutdown(WAIT): the wait
+ * returns only once every task of the view is settled.
+ *
  * Checked at the end:
  *   - every accepted task ran once or was cancelled (never both, never
  *     twice), as its future says;
@@ -258,6 +262,82 @@ static long parent_freed_first_rounds(long rounds, uint64_t until, long *done, l
     return bad;
 }
 
+/* Phase 3: the parent's CANCEL_PENDING strands a view's queue (its turn was
+ * waiting behind a held worker) while this thread waits for the view with
+ * shutdown(WAIT). The wait must return only once every task of the view is
+ * settled: it used to return as soon as the turn was gone, with the tasks
+ * still being cancelled on the other thread. */
+#define STRANDED_TASKS 48
+
+static struct evexec_pool *stranding_parent;
+
+static void *cancel_parent(void *arg)
+{
+    (void)arg;
+    evexec_pool_shutdown(stranding_parent, EVEXEC_SHUTDOWN_CANCEL_PENDING);
+    return NULL;
+}
+
+static int held_task(void *arg, void **result)
+{
+    (void)result;
+    gate_pass(arg);
+    return 0;
+}
+
+static int noop_task(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    return 0;
+}
+
+static long stranded_rounds(long rounds, uint64_t until, long *done)
+{
+    long early = 0;
+    *done = 0;
+    for (long r = 0; r < rounds && now_ns() < until; r++) {
+        struct gate g;
+        gate_init(&g);
+        struct evexec_pool_config cfg = { .max_workers = 1 };
+        struct evexec_pool *pool = evexec_pool_new(&cfg);
+        struct evexec_pool *view = pool ? evexec_pool_new_limited(pool, 1 + r % 2) : NULL;
+        struct evexec_cfuture *held =
+            view ? evexec_pool_submit(pool, held_task, &g, NULL) : NULL;
+        if (!held || !gate_wait_arrived(&g, 1)) {
+            early++;
+            evexec_pool_free(view);
+            evexec_pool_free(pool);
+            gate_destroy(&g);
+            break;
+        }
+        struct evexec_cfuture *cfs[STRANDED_TASKS];
+        int n = 0;
+        for (int i = 0; i < STRANDED_TASKS; i++)
+            if ((cfs[n] = evexec_pool_submit(view, noop_task, NULL, NULL)) != NULL)
+                n++;
+        stranding_parent = pool;
+        pthread_t t;
+        pthread_create(&t, NULL, cancel_parent, NULL);
+        evexec_pool_shutdown(view, EVEXEC_SHUTDOWN_WAIT);
+        for (int i = 0; i < n; i++)
+            if (evexec_cfuture_state(cfs[i]) == EVEXEC_PENDING) {
+                early++;
+                break;
+            }
+        pthread_join(t, NULL);
+        gate_open(&g);
+        for (int i = 0; i < n; i++)
+            evexec_cfuture_release(cfs[i]);
+        evexec_cfuture_release(held);
+        evexec_pool_free(view);
+        evexec_pool_free(pool);
+        gate_destroy(&g);
+        (*done)++;
+    }
+    return early;
+}
+
 /* A positive number from the environment, or fallback. */
 static long env_long(const char *name, long fallback)
 {
@@ -277,7 +357,7 @@ int main(int argc, char **argv)
     long seconds = env_long("EVEXEC_STRESS_SECONDS", 8);
     unsigned seed = (unsigned)env_long("EVEXEC_STRESS_SEED", (long)(time(NULL) & 0x7fffffff));
 
-    printf("1..7\n");
+    printf("1..8\n");
     printf("# seed %u (EVEXEC_STRESS_SEED=%u to replay the choices), %ld tasks, %ld s bound\n",
            seed, seed, total_tasks, seconds);
     fflush(stdout);
@@ -371,6 +451,12 @@ int main(int argc, char **argv)
         "parent freed while producers submit to its strand: no task lost "
         "(%ld rounds, %ld tasks ran, %ld lost, %ld wrong)", rounds_done,
         atomic_load(&phase2_ran), lost, bad);
+    long stranded_done = 0;
+    long early = stranded_rounds(300, now_ns() + (uint64_t)seconds * 1000000000u / 4,
+                                 &stranded_done);
+    tap(stranded_done > 0 && early == 0,
+        "a view's shutdown(WAIT) returns only after its parent's cancel settled the "
+        "view's queue (%ld rounds, %ld early)", stranded_done, early);
     free(records);
     free(strand_log);
     return tap_failed ? 1 : 0;

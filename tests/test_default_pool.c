@@ -322,6 +322,52 @@ Test(default_pool, shutdown_default_pool_lets_queued_work_run_first)
     cr_assert_eq(atomic_load(&results_freed), 2);
 }
 
+Test(default_pool, shutdown_default_pool_of_a_given_view_waits_for_the_views_tasks)
+{
+    make_loop();
+    struct evexec_pool *pool = new_pool(2);
+    struct evexec_pool *view = evexec_pool_new_limited(pool, 1);
+    cr_assert_not_null(view);
+    cr_assert_eq(evexec_loop_set_default_pool(loop, view), 0);
+    struct evexec_future *held = evexec_run_in_executor(loop, NULL, gated_task, (void *)1,
+                                                        free_counted);
+    cr_assert_not_null(held);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    queued_future = evexec_run_in_executor(loop, NULL, value_task, (void *)2, free_counted);
+    cr_assert_not_null(queued_future);
+    struct evexec_future *f = evexec_loop_shutdown_default_pool(loop, -1);
+    cr_assert_not_null(f);
+    cr_assert_eq(evexec_future_add_done_callback(f, shutdown_done, NULL), 0);
+    /* A view has no threads of its own: its thread count is 0 from the
+     * start, and the future used to finish on the first pass. */
+    for (int i = 0; i < 20; i++) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        sleep_ms(1);
+    }
+    cr_assert_eq(cb_runs, 0, "the shutdown finished while the view's task was held");
+    gate_open(&gate);
+    dispatch();
+    cr_assert_eq(cb_runs, 1);
+    cr_assert_eq(cb_rc, 0);
+    cr_assert(queued_done_at_cb, "the shutdown finished before the view's work was delivered");
+    void *r = NULL;
+    cr_assert_eq(evexec_future_result(queued_future, &r), 0, "queued work was cancelled");
+    cr_assert_eq(*(long *)r, 2);
+    cr_assert_eq(atomic_load(&task_runs), 2);
+    /* The view stays the program's, shut down but usable for its stats. */
+    struct evexec_pool_stats st;
+    cr_assert_eq(evexec_pool_get_stats(view, &st), 0);
+    cr_assert_eq(st.completed, 2);
+    cr_assert_eq(st.queued + st.running, 0);
+    evexec_future_release(held);
+    evexec_future_release(queued_future);
+    evexec_future_release(f);
+    free_loop();
+    evexec_pool_free(view);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&results_freed), 2);
+}
+
 Test(default_pool, shutdown_default_pool_times_out_with_etimedout_while_a_task_is_held)
 {
     int threads_before = thread_count();

@@ -1820,6 +1820,53 @@ Test(pool, init_retry_work_waits_for_the_initialised_worker_while_new_ones_fail)
     gate_destroy(&g);
 }
 
+Test(pool, init_retry_a_shutdown_keeps_the_backoff_while_an_initialised_worker_is_busy)
+{
+    struct flaky_init f = { .fail_after = 1, .code = EBUSY }; /* only the first succeeds */
+    struct evexec_pool_config cfg = {
+        .max_workers = 3, .flags = EVEXEC_POOL_INIT_RETRY,
+        .thread_init = flaky_thread_init, .thread_ctx = &f,
+    };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&g, 1));
+    atomic_int runs = 0;
+    struct evexec_cfuture *cfs[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(pool, count_task, &runs, NULL));
+    for (long waited = 0; atomic_load(&f.calls) < 3 && waited < HANG_BOUND_MS; waited += 5)
+        sleep_ms(5);
+    cr_assert_geq(atomic_load(&f.calls), 3);
+    /* The queue is the busy worker's: a shutdown must not turn the retries
+     * into a loop of threads made and failed back to back. The backoff
+     * (4 ms and more by now, doubling) allows a handful of inits in 200 ms;
+     * a slow machine makes fewer, never more. It used to be thousands. */
+    cr_assert_eq(evexec_pool_shutdown(pool, 0), 0);
+    int before = atomic_load(&f.calls);
+    sleep_ms(200);
+    int during = atomic_load(&f.calls) - before;
+    cr_assert_lt(during, 50, "%d inits in 200 ms of shutdown", during);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(evexec_cfuture_state(cfs[i]), EVEXEC_PENDING);
+    gate_open(&g);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(evexec_cfuture_result(cfs[i], HANG_BOUND_MS, NULL), 0);
+        evexec_cfuture_release(cfs[i]);
+    }
+    cr_assert_eq(atomic_load(&runs), 4);
+    /* The queue ran dry: the backoff's sleepers leave at once. */
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    cr_assert_eq(stats_of(pool).threads, 0);
+    wait_ok(blocker);
+    evexec_cfuture_release(blocker);
+    evexec_pool_free(pool);
+    gate_destroy(&g);
+}
+
 Test(pool, init_retry_shutdown_wait_ends_the_retries)
 {
     struct flaky_init f = { .fail_first = -1, .code = EIO };

@@ -633,6 +633,57 @@ Test(view, parent_shutdown_cancel_pending_cancels_the_views_queued_tasks)
     gate_destroy(&g);
 }
 
+/* Done callback of a task its parent's CANCEL_PENDING strands: waits for
+ * the view from there, and records what the shutdown said. */
+struct stranded_cb {
+    struct evexec_pool *view;
+    int rc;
+    atomic_int runs;
+};
+
+static void wait_for_view_cb(struct evexec_cfuture *cf, void *arg)
+{
+    (void)cf;
+    struct stranded_cb *s = arg;
+    if (atomic_fetch_add(&s->runs, 1) > 0)
+        return;
+    s->rc = evexec_pool_shutdown(s->view, EVEXEC_SHUTDOWN_WAIT);
+}
+
+Test(view, shutdown_wait_from_the_callback_of_a_task_its_parent_stranded_is_edeadlk)
+{
+    struct evexec_pool *pool = pool_of(1);
+    struct gate g;
+    gate_init(&g);
+    struct evexec_cfuture *own = evexec_pool_submit(pool, blocking_task, &g, NULL);
+    cr_assert_not_null(own);
+    cr_assert(gate_wait_arrived(&g, 1));
+    struct evexec_pool *view = limited(pool, 1);
+    struct evexec_cfuture *cfs[3];
+    struct stranded_cb s = { .view = view, .rc = -1 };
+    for (int i = 0; i < 3; i++)
+        cr_assert_not_null(cfs[i] = evexec_pool_submit(view, noop_task, NULL, NULL));
+    cr_assert_eq(evexec_cfuture_add_done_callback(cfs[0], wait_for_view_cb, &s), 0);
+    /* The cancelled turn takes the view's queue down on this thread, and the
+     * first task's callback runs before the others are cancelled: a wait
+     * there would wait for this very thread. It used to return 0 with the
+     * view's other tasks still pending. */
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), 0);
+    cr_assert_eq(atomic_load(&s.runs), 1);
+    cr_assert_eq(s.rc, EDEADLK, "shutdown(WAIT) from the callback gave %d", s.rc);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(evexec_cfuture_result(cfs[i], 0, NULL), ECANCELED);
+    /* Once the settling is over, the view is idle and a wait returns. */
+    cr_assert_eq(evexec_pool_shutdown(view, EVEXEC_SHUTDOWN_WAIT), 0);
+    gate_open(&g);
+    evexec_pool_free(pool);
+    for (int i = 0; i < 3; i++)
+        evexec_cfuture_release(cfs[i]);
+    evexec_cfuture_release(own);
+    evexec_pool_free(view);
+    gate_destroy(&g);
+}
+
 static int failing_init(void *ctx)
 {
     (void)ctx;
