@@ -815,7 +815,7 @@ static void spin_chain_next(struct evexec_future *f, void *arg)
     evexec_future_release(f);
     if (--spin_chain_left <= 0)
         return;
-    struct evexec_future *g = evexec_run_in_executor(loop, spin_pool, quick_task, NULL, NULL);
+    struct evexec_future *g = evexec_run_in_executor(loop, spin_pool, quick_task, NULL, free);
     cr_assert_not_null(g);
     cr_assert_eq(evexec_future_add_done_callback(g, spin_chain_next, NULL), 0);
 }
@@ -826,7 +826,7 @@ static uint64_t spins_tried_over_a_chain(void)
     spin_pool = evexec_pool_new(&(struct evexec_pool_config){.max_workers = 1});
     cr_assert_not_null(spin_pool);
     spin_chain_left = SPIN_CHAIN;
-    struct evexec_future *f = evexec_run_in_executor(loop, spin_pool, quick_task, NULL, NULL);
+    struct evexec_future *f = evexec_run_in_executor(loop, spin_pool, quick_task, NULL, free);
     cr_assert_not_null(f);
     cr_assert_eq(evexec_future_add_done_callback(f, spin_chain_next, NULL), 0);
     dispatch();
