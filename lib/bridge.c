@@ -280,7 +280,7 @@ struct evexec_future *evexec_loop_shutdown_default_pool(struct evexec_loop *loop
         return NULL;
     }
     /* caller + (helper, poll or pass) */
-    evexec__future_init(&op->f, loop, 2, &shutdown_ops, NULL);
+    evexec__future_init(&op->f, loop, 2, &shutdown_ops);
     if (op->owned && (err = start_helper(op)) != 0) {
         shutdown_stop_timer(op);
         evexec__list_remove(&op->f.pending_node);

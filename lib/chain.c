@@ -220,7 +220,7 @@ struct evexec_future *evexec__chain_run(struct evexec_loop *loop, struct evexec_
     evexec__cfuture_init(&b->cf, fn, arg, free_result, 2); /* queue + future */
     b->cf.on_done = rie_done;
     b->cf.free_arg = free_arg;
-    evexec__future_init(&b->f, loop, 2, &rie_ops, NULL); /* caller + delivery */
+    evexec__future_init(&b->f, loop, 2, &rie_ops); /* caller + delivery */
     b->deliver.run = rie_deliver;
     int err = evexec__pool_submit_cf(pool, &b->cf);
     if (err) {
@@ -250,7 +250,7 @@ struct evexec_future *evexec_wrap_cfuture(struct evexec_loop *loop, struct evexe
     struct wrap_block *b = evexec__malloc(sizeof(*b));
     if (!b)
         return NULL;
-    evexec__future_init(&b->f, loop, 2, &wrap_ops, NULL); /* caller + delivery */
+    evexec__future_init(&b->f, loop, 2, &wrap_ops); /* caller + delivery */
     b->deliver.run = wrap_deliver;
     evexec_cfuture_retain(cf);
     b->cf = cf;

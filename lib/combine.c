@@ -282,7 +282,7 @@ static struct evexec_future *comb_start(struct comb *c, struct evexec_loop *loop
         errno = err;
         return NULL;
     }
-    evexec__future_init(&c->out, loop, 2, ops, c);
+    evexec__future_init(&c->out, loop, 2, ops);
     return &c->out;
 }
 

@@ -28,7 +28,7 @@
 static void run_callbacks(struct evexec__handle *h, bool discard);
 
 void evexec__future_init(struct evexec_future *f, struct evexec_loop *loop, unsigned refs,
-                         const struct evexec__future_ops *ops, void *producer)
+                         const struct evexec__future_ops *ops)
 {
     /* Field by field, not memset: this is on the run_in_executor path. */
     f->loop = loop;
@@ -40,7 +40,6 @@ void evexec__future_init(struct evexec_future *f, struct evexec_loop *loop, unsi
     f->result = NULL;
     f->free_result = NULL;
     f->ops = ops;
-    f->producer = producer;
     f->more_cbs = NULL;
     f->ncbs = f->cap = f->nrun = 0;
     f->done_handle.run = run_callbacks;
@@ -123,7 +122,7 @@ struct evexec_future *evexec_future_new(struct evexec_loop *loop)
     struct evexec_future *f = evexec__malloc(sizeof(*f));
     if (!f)
         return NULL;
-    evexec__future_init(f, loop, 1, NULL, NULL);
+    evexec__future_init(f, loop, 1, NULL);
     return f;
 }
 

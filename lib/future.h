@@ -48,7 +48,6 @@ struct evexec_future {
     void *result;                      /* own result */
     evexec_free_fn free_result;
     const struct evexec__future_ops *ops; /* NULL: a plain future */
-    void *producer;                    /* the ops' context */
     struct evexec__done_cb first_cb;   /* the common case needs no allocation */
     struct evexec__done_cb *more_cbs;
     unsigned ncbs, cap, nrun;
@@ -59,7 +58,7 @@ struct evexec_future {
 /* Initialise a future in the producer's memory, pending, with refs
  * references; it holds the loop's memory until its last release. */
 void evexec__future_init(struct evexec_future *f, struct evexec_loop *loop, unsigned refs,
-                         const struct evexec__future_ops *ops, void *producer);
+                         const struct evexec__future_ops *ops);
 /* Complete a pending future (loop thread): FINISHED with a result or an
  * error, or CANCELLED; schedules the callbacks (never runs them here). A
  * cancellation through here does not call the cancelled hook. */

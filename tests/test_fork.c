@@ -1,5 +1,5 @@
 /*
- * test_fork.c -- what a forked child may do with the library (SPEC §3, §4a):
+ * test_fork.c -- what a forked child may do with the library (see "Fork" in evexec(7)):
  * a pool, loop, loop future or concurrent future inherited from the parent
  * answers every call with EVEXEC_EFORKED, never hangs and never runs the
  * parent's queued work; a new pool and a new loop on a new event_base made in
