@@ -706,6 +706,90 @@ EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop
 /**@}*/
 
 /* ------------------------------------------------------------------------ */
+/** @name Requests: caller-owned work without a future (loop thread only)
+ *
+ * The layer under evexec_run_in_executor(), for hot paths that cannot afford
+ * a future per task (libuv's uv_queue_work): the caller owns the request's
+ * memory, the library allocates nothing and counts no references, and one
+ * callback, after, reports the outcome on the loop thread. Every
+ * evexec_run_in_executor() future is built on a request, so both deliver
+ * the same way.
+ *
+ * The request is the caller's again once after has been called, and not
+ * before: after may free it, or queue it again. Queueing a request that is
+ * still in flight is undefined.
+ *
+ * When evexec_loop_free() is called with requests in flight, every one of
+ * them still gets its after, exactly once, with status ECANCELED: those still
+ * queued are taken out of their pool's queue and never run, and their after
+ * is called on the loop thread inside evexec_loop_free(); one that is
+ * running gets its after on the worker thread that ran it, as soon as its
+ * work returns, with the work's result (or NULL) for after to free. So the
+ * request memory is reusable exactly when after has been called, as always.
+ */
+/**@{*/
+
+/** How many bytes of struct evexec_work are the library's. */
+#define EVEXEC_WORK_PRIVATE_SIZE 184
+
+/**
+ * A request: embed it in your own struct, or allocate it; data is yours.
+ * The rest is private and keeps its size across releases of the same
+ * soname (192 bytes on 64-bit systems).
+ */
+struct evexec_work {
+    void *data;
+    union {
+        unsigned char bytes[EVEXEC_WORK_PRIVATE_SIZE];
+        void *align_ptr;
+        uint64_t align_u64;
+        long double align_ld;
+    } evexec_private;
+};
+
+/**
+ * The outcome of a request, on the loop thread. status is 0 or the error
+ * code the work returned, ECANCELED if the request was cancelled before it
+ * ran or its loop was freed, EAGAIN if no worker thread could be made to run
+ * it, EVEXEC_EBROKEN if its pool broke first. result is whatever the work
+ * stored (NULL if it did not run), also with an error status: after owns
+ * it and frees it.
+ */
+typedef void (*evexec_after_fn)(struct evexec_work *req, int status, void *result);
+
+/**
+ * Queue req to run work on pool (NULL → the loop's default pool), then
+ * after on the loop thread. work is called on a worker as
+ * work(req, &result), and may call evexec_cancel_requested(); it returns 0
+ * or an error code, and after receives both. after is called
+ * exactly once per accepted request, never inside this call, and from the
+ * loop's queue like every callback (see evexec_loop_free() above for the
+ * one exception). No allocation is made. Until after is called the loop
+ * stays alive (event_base_dispatch() does not return).
+ * @return 0, or EINVAL (a NULL loop, req, work or after), ESHUTDOWN,
+ *   EVEXEC_EBROKEN, EAGAIN (a bounded queue is full), EVEXEC_ECLOSED,
+ *   EVEXEC_EFORKED (loop or pool made before fork()), or an error of
+ *   evexec_loop_default_pool(); on error after is never called and req is
+ *   untouched by the library.
+ */
+EVEXEC_EXPORT int evexec_queue_work(struct evexec_loop *loop, struct evexec_pool *pool,
+                                    struct evexec_work *req, evexec_work_fn work,
+                                    evexec_after_fn after);
+
+/**
+ * Cancel req if it has not started (uv_cancel): it is taken out of its
+ * pool's queue at once, will never run, and its after is called with
+ * ECANCELED on a later pass of the loop. @return true if so (also when it was
+ * cancelled already); false if it is running -- evexec_cancel_requested()
+ * then turns true inside its work, and after reports what the work did -- or
+ * done, or, with errno EINVAL or EVEXEC_EFORKED, if req is NULL or the loop
+ * was made before fork(). Only between evexec_queue_work() and after; loop
+ * thread.
+ */
+EVEXEC_EXPORT bool evexec_work_cancel(struct evexec_work *req);
+/**@}*/
+
+/* ------------------------------------------------------------------------ */
 /** @name Composing loop futures (loop thread only)
  *
  * Timeouts and combinators built from loop futures, as asyncio's sleep,
