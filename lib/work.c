@@ -62,6 +62,8 @@ bool evexec__request_cancel(struct evexec__request *r)
         case EVEXEC_RUNNING:
             atomic_fetch_or(&r->cf.flags, EVEXEC__CF_CANCEL_REQUESTED);
             return false;
+        case EVEXEC_CANCELLED:
+            return true; /* a pool shutdown cancelled it: it never runs */
         default:
             return false; /* done: its outcome is on its way */
         }
