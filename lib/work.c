@@ -2,9 +2,10 @@
  * work.c -- the request layer: evexec_queue_work and evexec_work_cancel,
  * and the request every evexec_run_in_executor block embeds.
  *
- *   submit (loop thread)      -> the request's task joins its pool's queue;
- *                                the request joins loop->requests and counts
- *                                as loop work (the loop keeps listening)
+ *   submit (loop thread)      -> the request's task joins its pool's queue
+ *                                and counts as loop work (the loop keeps
+ *                                listening); a public one joins
+ *                                loop->requests
  *   task done (any thread)    -> on_done posts the request's deliver handle:
  *                                the worker touches nothing of it afterwards
  *   deliver (loop thread)     -> leaves loop->requests, reports the outcome:
@@ -20,8 +21,9 @@
  * goes back to its owner with the delivery, the last moment anything of the
  * library touches it.
  *
- * Teardown (evexec_loop_free, after the loop's futures were cancelled):
- * each request still in flight is either unlinked from its queue, and its
+ * Teardown (evexec_loop_free, after the loop's futures were cancelled,
+ * which cancelled their requests): each public request still in flight is
+ * either unlinked from its queue, and its
  * delivery scheduled -- the loop's close disposes of the ready queue, so its
  * owner hears ECANCELED inside evexec_loop_free -- or running, or done and
  * on its way: it takes a reference on the loop's memory, which its disposal
@@ -57,7 +59,6 @@ int evexec__request_submit(struct evexec__request *r, struct evexec_loop *loop,
         return err;
     /* After the submission: a task failed at once (no thread) is delivered
      * through the ready queue, never inside this call. */
-    evexec__list_push_back(&loop->requests, &r->node);
     evexec__loop_work_begin(loop);
     return 0;
 }
@@ -95,21 +96,25 @@ int evexec__request_outcome(const struct evexec__request *r, void **result)
 
 void evexec__request_delivered(struct evexec__request *r)
 {
-    evexec__list_remove(&r->node);
     evexec__loop_work_end(r->loop);
 }
 
-struct evexec_loop *evexec__request_held_loop(const struct evexec__request *r)
-{
-    return (r->phase & EVEXEC__REQ_HOLDS_LOOP) ? r->loop : NULL;
-}
+/* ---- the public request ------------------------------------------------- */
+
+/* What struct evexec_work's private bytes hold. */
+struct public_request {
+    struct evexec__request r;
+    evexec_after_fn after;
+    struct evexec__list node;          /* loop->requests while in flight */
+};
 
 void evexec__requests_loop_free(struct evexec_loop *loop)
 {
     struct evexec__list *n, *next;
     for (n = loop->requests.next; n != &loop->requests; n = next) {
         next = n->next;
-        struct evexec__request *r = evexec__container_of(n, struct evexec__request, node);
+        struct public_request *p = evexec__container_of(n, struct public_request, node);
+        struct evexec__request *r = &p->r;
         /* Nothing touches the list after this: its head is freed with the
          * loop, and a disposal may run on a worker. */
         evexec__list_init(n);
@@ -127,39 +132,39 @@ void evexec__requests_loop_free(struct evexec_loop *loop)
     evexec__list_init(&loop->requests);
 }
 
-/* ---- the public request ------------------------------------------------- */
-
-_Static_assert(sizeof(struct evexec__request) <= EVEXEC_WORK_PRIVATE_SIZE,
+_Static_assert(sizeof(struct public_request) <= EVEXEC_WORK_PRIVATE_SIZE,
                "struct evexec_work's private part is too small");
-_Static_assert(_Alignof(struct evexec__request) <=
+_Static_assert(_Alignof(struct public_request) <=
                    _Alignof(((struct evexec_work *)0)->evexec_private),
                "struct evexec_work's private part is not aligned enough");
 
-static struct evexec__request *private_of(struct evexec_work *req)
+static struct public_request *private_of(struct evexec_work *req)
 {
-    return (struct evexec__request *)(void *)req->evexec_private.bytes;
+    return (struct public_request *)(void *)req->evexec_private.bytes;
 }
 
-static struct evexec_work *public_of(struct evexec__request *r)
+static struct evexec_work *public_of(struct public_request *p)
 {
-    return evexec__container_of((void *)r, struct evexec_work, evexec_private);
+    return evexec__container_of((void *)p, struct evexec_work, evexec_private);
 }
 
 static void work_deliver(struct evexec__handle *h, bool discard)
 {
-    struct evexec__request *r = evexec__container_of(h, struct evexec__request, deliver);
-    evexec_after_fn after = r->after;
+    struct public_request *p = evexec__container_of(h, struct public_request, r.deliver);
+    evexec_after_fn after = p->after;
     void *result;
-    int status = evexec__request_outcome(r, &result);
+    int status = evexec__request_outcome(&p->r, &result);
     if (!discard) {
-        evexec__request_delivered(r);
-        after(public_of(r), status, result);
+        evexec__list_remove(&p->node);
+        evexec__request_delivered(&p->r);
+        after(public_of(p), status, result);
         return;
     }
     /* The loop was freed: on the loop thread inside evexec_loop_free, or on
-     * the worker that finished the work. */
-    struct evexec_loop *held = evexec__request_held_loop(r);
-    after(public_of(r), ECANCELED, result);
+     * the worker that finished the work. Read before after, which may free
+     * the request. */
+    struct evexec_loop *held = (p->r.phase & EVEXEC__REQ_HOLDS_LOOP) ? p->r.loop : NULL;
+    after(public_of(p), ECANCELED, result);
     if (held)
         evexec__loop_release(held);
 }
@@ -167,10 +172,13 @@ static void work_deliver(struct evexec__handle *h, bool discard)
 int evexec__work_queue(struct evexec_loop *loop, struct evexec_pool *pool,
                        struct evexec_work *req, evexec_work_fn work, evexec_after_fn after)
 {
-    struct evexec__request *r = private_of(req);
-    evexec__request_init(r, work, req, work_deliver);
-    r->after = after;
-    return evexec__request_submit(r, loop, pool);
+    struct public_request *p = private_of(req);
+    evexec__request_init(&p->r, work, req, work_deliver);
+    p->after = after;
+    int err = evexec__request_submit(&p->r, loop, pool);
+    if (!err)
+        evexec__list_push_back(&loop->requests, &p->node);
+    return err;
 }
 
 bool evexec_work_cancel(struct evexec_work *req)
@@ -179,7 +187,7 @@ bool evexec_work_cancel(struct evexec_work *req)
         errno = EINVAL;
         return false;
     }
-    struct evexec__request *r = private_of(req);
+    struct evexec__request *r = &private_of(req)->r;
     int err = evexec__loop_check(r->loop, "evexec_work_cancel");
     if (err) {
         errno = err;

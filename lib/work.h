@@ -22,12 +22,10 @@ struct evexec__request {
     struct evexec_cfuture cf;
     /* Posted when the outcome is final. The owner's run(h, false) calls
      * evexec__request_delivered() and reports; run(h, true) means the loop
-     * was freed: report ECANCELED and release evexec__request_held_loop(). */
+     * was freed: report ECANCELED. */
     struct evexec__handle deliver;
     struct evexec_loop *loop;
     struct evexec_pool *pool;          /* the one it was queued on (a view, maybe) */
-    evexec_after_fn after;             /* a public request's */
-    struct evexec__list node;          /* loop->requests while in flight */
     unsigned phase;
 };
 
@@ -48,12 +46,11 @@ bool evexec__request_cancel(struct evexec__request *r);
 int evexec__request_outcome(const struct evexec__request *r, void **result);
 /* Loop thread, first thing of a delivery that is not a disposal. */
 void evexec__request_delivered(struct evexec__request *r);
-/* In a disposal, before reporting (r may be gone after): the loop to
- * release once reported, or NULL. */
-struct evexec_loop *evexec__request_held_loop(const struct evexec__request *r);
 /* evexec_loop_free, after the futures were cancelled and before the loop
- * closes: queued requests leave their queues and are disposed of by the
- * close; the others keep the loop's memory until disposed of. */
+ * closes: the public requests still queued leave their queues and are
+ * disposed of by the close; the others keep the loop's memory until they
+ * are disposed of. (An evexec_run_in_executor block needs neither: its
+ * future was cancelled, and holds the loop's memory itself.) */
 void evexec__requests_loop_free(struct evexec_loop *loop);
 /* The public request inside the private bytes of struct evexec_work. */
 int evexec__work_queue(struct evexec_loop *loop, struct evexec_pool *pool,
