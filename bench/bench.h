@@ -20,9 +20,9 @@
 
 /* Room a driver may use inside each job for its request: the larger of
  * libuv's uv_work_t (128 bytes on x86-64) and libevexec's struct evexec_work
- * (208 bytes on x86-64), so both programs allocate the same size whichever
+ * (192 bytes on x86-64), so both programs allocate the same size whichever
  * way they submit. Each driver asserts that its request fits. */
-#define BENCH_JOB_DRIVER_BYTES 208
+#define BENCH_JOB_DRIVER_BYTES 192
 
 struct bench_job;
 

@@ -108,6 +108,8 @@ void evexec__requests_loop_free(struct evexec_loop *loop)
 
 _Static_assert(sizeof(struct evexec__public_request) <= EVEXEC_WORK_PRIVATE_SIZE,
                "struct evexec_work's private part is too small");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct evexec_work) == 192,
+               "struct evexec_work must keep the size its header promises");
 _Static_assert(_Alignof(struct evexec__public_request) <=
                    _Alignof(((struct evexec_work *)0)->evexec_private),
                "struct evexec_work's private part is not aligned enough");
