@@ -722,10 +722,12 @@ EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop
  * When evexec_loop_free() is called with requests in flight, every one of
  * them still gets its after, exactly once, with status ECANCELED: those still
  * queued are taken out of their pool's queue and never run, and their after
- * is called on the loop thread inside evexec_loop_free(); one that is
- * running gets its after on the worker thread that ran it, as soon as its
- * work returns, with the work's result (or NULL) for after to free. So the
- * request memory is reusable exactly when after has been called, as always.
+ * is called on the loop thread inside evexec_loop_free(), as is the after of
+ * one whose work had returned; one that is still running gets its after on
+ * the worker thread that ran it, as soon as its work returns. The result is
+ * whatever the work stored (NULL if it did not run), for after to free. So
+ * the request memory is reusable exactly when after has been called, as
+ * always.
  */
 /**@{*/
 
@@ -743,7 +745,6 @@ struct evexec_work {
         unsigned char bytes[EVEXEC_WORK_PRIVATE_SIZE];
         void *align_ptr;
         uint64_t align_u64;
-        long double align_ld;
     } evexec_private;
 };
 

@@ -30,6 +30,7 @@ void evexec_loop_free(struct evexec_loop *loop)
     if (evexec__loop_closed(loop))
         return;
     evexec__future_cancel_all(loop);
+    evexec__requests_loop_free(loop);
     if (loop->default_pool && loop->default_pool_owned)
         evexec__pool_orphan(loop->default_pool);
     loop->default_pool = NULL;
@@ -97,6 +98,19 @@ struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
     if (!pool && !(pool = evexec_loop_default_pool(loop)))
         return NULL;
     return evexec__chain_run(loop, pool, fn, arg, free_result, free_arg);
+}
+
+int evexec_queue_work(struct evexec_loop *loop, struct evexec_pool *pool,
+                      struct evexec_work *req, evexec_work_fn work, evexec_after_fn after)
+{
+    int err = evexec__loop_check(loop, "evexec_queue_work");
+    if (err)
+        return err;
+    if (!req || !work || !after)
+        return EINVAL;
+    if (!pool && !(pool = evexec_loop_default_pool(loop)))
+        return errno;
+    return evexec__work_queue(loop, pool, req, work, after);
 }
 
 /* ---- evexec_loop_shutdown_default_pool ---------------------------------- */

@@ -81,6 +81,7 @@ void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *ar
                           evexec_free_fn free_result, unsigned refs)
 {
     cf->qnext = NULL;
+    cf->qlink = NULL;
     cf->fn = fn;
     cf->arg = arg;
     cf->free_result = free_result;
@@ -144,10 +145,11 @@ bool evexec__cfuture_start(struct evexec_cfuture *cf)
 static void finish(struct evexec_cfuture *cf, int err, void *result,
                    void (*before_callbacks)(void *ctx), void *ctx)
 {
-    if (err != 0 && result != NULL) {
-        /* An error wins; a result stored anyway is not lost, it is freed. */
-        if (cf->free_result)
-            cf->free_result(result);
+    if (err != 0 && result != NULL && cf->free_result) {
+        /* An error wins; a result stored anyway is not lost, it is freed.
+         * Without a free function it is kept for the owner (a request's
+         * after frees it). */
+        cf->free_result(result);
         result = NULL;
     }
     cf->error = err;

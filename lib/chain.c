@@ -1,30 +1,27 @@
 /*
  * chain.c -- joins a concurrent future to a loop future, both ways, as
- * asyncio's _chain_future does.
+ * asyncio's _chain_future does; evexec_run_in_executor's future is a loop
+ * future over a request (work.c), so it is delivered as requests are.
  *
- *   cfuture done (any thread)  -> post the block's deliver handle to the loop
- *   deliver (loop thread)      -> copy the cfuture's state into the future
- *                                 and run its done callbacks right there, in
+ *   request delivered (loop)   -> copy its outcome into the future and run
+ *                                 the future's done callbacks right there, in
  *                                 the drain (one pass per completion), unless
  *                                 the future was cancelled meanwhile: then a
- *                                 run_in_executor result is freed now
- *   loop future cancelled      -> evexec_cfuture_cancel (the future's
- *                                 `cancelled` hook, set here)
+ *                                 late result is freed now
+ *   cfuture done (wrap_cfuture, any thread) -> post the block's deliver
+ *                                 handle, which does the same
+ *   loop future cancelled      -> cancel the request (exact: a queued one
+ *                                 never runs) or evexec_cfuture_cancel (the
+ *                                 future's `cancelled` hook, set here)
  *
- * evexec_run_in_executor makes at most one allocation per call: the task,
- * its concurrent future, the loop future and the deliver handle live in one
- * block, so posting allocates nothing. The block dies with the cfuture's
- * last reference; the loop future holds one. When that last reference goes
- * on the loop thread the block is kept on a short per-loop free list and
- * reused, so a steady stream of tasks makes no allocation at all; a block
- * whose last reference goes elsewhere is simply freed.
- *
- * References while in flight: the future has one for the caller and one for
- * the delivery (dropped after delivery or disposal); the cfuture has one for
- * the pool's queue and one for the future. The thread that posts the
- * delivery holds the loop's memory itself while it needs it (loop.c). Each
- * undelivered chain counts as loop work (evexec__loop_work_begin), so the
- * loop keeps listening until it has been delivered.
+ * evexec_run_in_executor makes at most one allocation per call: the request
+ * and the loop future live in one block, so posting allocates nothing. The
+ * block dies with the future's last reference: the caller's and the
+ * delivery's (dropped after delivery or disposal); the request's task holds
+ * none, since its memory comes back with the delivery. When that last
+ * reference goes on the loop thread the block is kept on a short per-loop
+ * free list and reused, so a steady stream of tasks makes no allocation at
+ * all; a block whose last reference goes elsewhere is simply freed.
  *
  * Teardown: evexec_loop_free cancels every pending future first (bridge.c),
  * so a delivery that arrives after the loop closed finds a settled future;
@@ -37,9 +34,8 @@
 #include <errno.h>
 
 struct rie_block {
-    struct evexec_cfuture cf; /* first: freeing the cfuture frees the block */
+    struct evexec__request req;
     struct evexec_future f;
-    struct evexec__handle deliver;
 };
 
 struct wrap_block {
@@ -53,20 +49,31 @@ struct wrap_block {
 
 /* ---- the loop future's hooks -------------------------------------------- */
 
-static struct evexec_cfuture *chained_cf(struct evexec_future *f);
+static struct evexec_cfuture *wrapped_cf(struct evexec_future *f);
 
-static void chain_cancelled(struct evexec_future *f)
+static void rie_cancelled(struct evexec_future *f)
 {
     /* A queued task never runs; a running one is asked to stop. Its delivery
      * still comes and disposes of any late result. */
-    evexec_cfuture_cancel(chained_cf(f));
+    (void)evexec__request_cancel(&evexec__container_of(f, struct rie_block, f)->req);
 }
 
-static int chain_request_cancel(struct evexec_future *f)
+static int rie_request_cancel(struct evexec_future *f)
 {
     /* Same request, but the future stays pending: the delivery completes it
-     * with what the work really did (ECANCELED if it never started). */
-    evexec_cfuture_cancel(chained_cf(f));
+     * with what the work really did (cancelled if it never started). */
+    rie_cancelled(f);
+    return 0;
+}
+
+static void wrap_cancelled(struct evexec_future *f)
+{
+    evexec_cfuture_cancel(wrapped_cf(f));
+}
+
+static int wrap_request_cancel(struct evexec_future *f)
+{
+    evexec_cfuture_cancel(wrapped_cf(f));
     return 0;
 }
 
@@ -74,12 +81,10 @@ static void rie_release(struct evexec_future *f)
 {
     struct rie_block *b = evexec__container_of(f, struct rie_block, f);
     struct evexec_loop *loop = f->loop; /* alive: f still holds its reference */
-    if (!evexec__cfuture_unref(&b->cf))
-        return; /* the pool's queue still holds it; the worker frees it */
-    /* Nothing left inside: the delivery (which came before the future could
-     * die) moved the result into the future or freed it, and a cfuture with
-     * on_done has no callbacks. The free list is the loop thread's: look
-     * at it only from there, and only while the loop lives. */
+    /* The delivery came before the future could die: the request is out of
+     * every queue and its result was moved into the future or freed. The
+     * free list is the loop thread's: look at it only from there, and only
+     * while the loop lives. */
     if (evexec__loop_on_thread(loop) && !evexec__loop_closed(loop) &&
         loop->nspare < SPARE_BLOCKS_MAX) {
         *(void **)b = loop->spare_blocks;
@@ -101,28 +106,26 @@ static void wrap_release(struct evexec_future *f)
 static int wrap_outcome(struct evexec_future *f, void **result, bool take)
 {
     /* wrap_cfuture borrows: the result stays the cfuture's. */
-    return evexec__cfuture_outcome(chained_cf(f), result, take);
+    return evexec__cfuture_outcome(wrapped_cf(f), result, take);
 }
 
 static const struct evexec__future_ops rie_ops = {
-    .cancelled = chain_cancelled,
-    .request_cancel = chain_request_cancel,
+    .cancelled = rie_cancelled,
+    .request_cancel = rie_request_cancel,
     .release = rie_release,
     .producer_only = true,
 };
 
 static const struct evexec__future_ops wrap_ops = {
-    .cancelled = chain_cancelled,
-    .request_cancel = chain_request_cancel,
+    .cancelled = wrap_cancelled,
+    .request_cancel = wrap_request_cancel,
     .outcome = wrap_outcome,
     .release = wrap_release,
     .producer_only = true,
 };
 
-static struct evexec_cfuture *chained_cf(struct evexec_future *f)
+static struct evexec_cfuture *wrapped_cf(struct evexec_future *f)
 {
-    if (f->ops == &rie_ops)
-        return &evexec__container_of(f, struct rie_block, f)->cf;
     return evexec__container_of(f, struct wrap_block, f)->cf;
 }
 
@@ -147,9 +150,10 @@ static void deliver_outcome(struct evexec_future *f, struct evexec_cfuture *cf, 
     }
     void *result = NULL;
     evexec_free_fn free_result = NULL;
-    if (owned) {
+    if (owned && !cf->error) {
         /* Nobody else can see a run_in_executor cfuture: the future owns the
-         * result from now on. */
+         * result from now on. (With an error, finish() freed any result
+         * there was a free function for.) */
         result = cf->result;
         free_result = cf->free_result;
         cf->result = NULL;
@@ -159,24 +163,29 @@ static void deliver_outcome(struct evexec_future *f, struct evexec_cfuture *cf, 
 
 static void rie_deliver(struct evexec__handle *h, bool discard)
 {
-    struct rie_block *b = evexec__container_of(h, struct rie_block, deliver);
+    struct rie_block *b = evexec__container_of(h, struct rie_block, req.deliver);
     struct evexec_future *f = &b->f;
-    if (b->cf.free_arg) {
+    struct evexec_cfuture *cf = &b->req.cf;
+    struct evexec_loop *held = NULL;
+    if (cf->free_arg) {
         /* Delivered: the task finished, or never started and never will. */
-        b->cf.free_arg(b->cf.arg);
-        b->cf.free_arg = NULL;
+        cf->free_arg(cf->arg);
+        cf->free_arg = NULL;
     }
     if (!discard) {
-        evexec__loop_work_end(f->loop);
+        evexec__request_delivered(&b->req);
         if (f->state == EVEXEC__F_PENDING)
-            deliver_outcome(f, &b->cf, true);
+            deliver_outcome(f, cf, true);
         else
-            evexec__cfuture_drop_result(&b->cf); /* cancelled meanwhile */
+            evexec__cfuture_drop_result(cf); /* cancelled meanwhile */
     } else {
         /* The loop closed; its futures were all settled before that. */
-        evexec__cfuture_drop_result(&b->cf);
+        held = evexec__request_held_loop(&b->req);
+        evexec__cfuture_drop_result(cf);
     }
     evexec_future_release(f); /* the delivery's reference */
+    if (held)
+        evexec__loop_release(held);
 }
 
 static void wrap_deliver(struct evexec__handle *h, bool discard)
@@ -189,12 +198,6 @@ static void wrap_deliver(struct evexec__handle *h, bool discard)
             deliver_outcome(f, b->cf, false);
     }
     evexec_future_release(f); /* the delivery's reference */
-}
-
-static void rie_done(struct evexec_cfuture *cf)
-{
-    struct rie_block *b = (struct rie_block *)cf;
-    evexec__loop_post(b->f.loop, &b->deliver);
 }
 
 static void wrapped_done(struct evexec_cfuture *cf, void *arg)
@@ -217,12 +220,11 @@ struct evexec_future *evexec__chain_run(struct evexec_loop *loop, struct evexec_
     } else if (!(b = evexec__malloc(sizeof(*b)))) {
         return NULL;
     }
-    evexec__cfuture_init(&b->cf, fn, arg, free_result, 2); /* queue + future */
-    b->cf.on_done = rie_done;
-    b->cf.free_arg = free_arg;
+    evexec__request_init(&b->req, fn, arg, rie_deliver);
+    b->req.cf.free_result = free_result;
+    b->req.cf.free_arg = free_arg;
     evexec__future_init(&b->f, loop, 2, &rie_ops); /* caller + delivery */
-    b->deliver.run = rie_deliver;
-    int err = evexec__pool_submit_cf(pool, &b->cf);
+    int err = evexec__request_submit(&b->req, loop, pool);
     if (err) {
         evexec__list_remove(&b->f.pending_node);
         evexec__loop_release(loop);
@@ -230,9 +232,6 @@ struct evexec_future *evexec__chain_run(struct evexec_loop *loop, struct evexec_
         errno = err;
         return NULL;
     }
-    /* After the submission: a task that fails at once (no thread) delivers
-     * through the ready queue, never inside this call. */
-    evexec__loop_work_begin(loop);
     return &b->f;
 }
 

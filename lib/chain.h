@@ -10,6 +10,7 @@
 
 #include "executor.h"
 #include "future.h"
+#include "work.h"
 
 /* evexec_run_in_executor_ex on a given pool, after the loop was checked. */
 struct evexec_future *evexec__chain_run(struct evexec_loop *loop, struct evexec_pool *pool,

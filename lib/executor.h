@@ -27,6 +27,10 @@ struct evexec__cb_node {
 /* A task and its concurrent future are one object. */
 struct evexec_cfuture {
     struct evexec_cfuture *qnext;      /* pool queue link (pool lock) */
+    /* The pointer that points at this task in its pool's queue (the head or
+     * the previous task's qnext), NULL when not queued: a request leaves
+     * the queue in constant time when it is cancelled (pool lock). */
+    struct evexec_cfuture **qlink;
     evexec_work_fn fn;
     void *arg;
     evexec_free_fn free_result;
@@ -77,6 +81,11 @@ int evexec__cfuture_outcome(struct evexec_cfuture *cf, void **result, bool take)
 
 /* Queue an initialised cfuture (refs already counts the queue's reference). */
 int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf);
+/* Take cf out of pool's queue if it is still there, and mark it cancelled;
+ * false if it is not queued (running, done, or taken by a shutdown that
+ * settles it). cf must have been submitted to pool itself (for a view, the
+ * view). Whoever unqueues it delivers its outcome: on_done is not called. */
+bool evexec__pool_unqueue(struct evexec_pool *pool, struct evexec_cfuture *cf);
 /* Shut down with CANCEL_PENDING, never block, and let the last worker free
  * the pool (the loop's default pool at evexec_loop_free). */
 void evexec__pool_orphan(struct evexec_pool *pool);

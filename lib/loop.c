@@ -403,6 +403,7 @@ struct evexec_loop *evexec_loop_new(struct event_base *base)
     loop->ready_tail = &loop->ready_head;
     loop->batch_tail = &loop->batch_head;
     evexec__list_init(&loop->pending);
+    evexec__list_init(&loop->requests);
     atomic_init(&loop->refs, 1);
     if (evexec__cpus_allowed() > 1)
         loop->spin_ns = EVEXEC_DEFAULT_LOOP_SPIN_US * 1000u;

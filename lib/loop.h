@@ -57,6 +57,7 @@ struct evexec_loop {
 
     /* Carried for other components (loop thread only). */
     struct evexec__list pending;       /* future.c: pending futures */
+    struct evexec__list requests;      /* work.c: requests in flight */
     void *spare_blocks;                /* chain.c: recycled run_in_executor blocks */
     unsigned nspare;
     struct evexec_pool *default_pool;  /* bridge.c */

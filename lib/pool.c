@@ -153,10 +153,27 @@ static bool forked(const struct evexec_pool *pool)
 static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
 {
     struct evexec_cfuture *list = pool->qhead;
+    for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext)
+        cf->qlink = NULL; /* out of the queue: no cancel can unlink it now */
     pool->qhead = pool->qtail = NULL;
     pool->queued = 0;
     atomic_store_explicit(&pool->queued_hint, 0, memory_order_relaxed);
     return list;
+}
+
+bool evexec__pool_unqueue(struct evexec_pool *pool, struct evexec_cfuture *cf)
+{
+    evexec__lock_acquire(&pool->lock);
+    bool queued = cf->qlink != NULL;
+    if (queued) {
+        evexec__pool_queue_remove(pool, cf);
+        /* Out of every queue, under the lock its poppers take: nobody can
+         * start it any more. */
+        atomic_store(&cf->state, EVEXEC_CANCELLED);
+        pool->cancelled++;
+    }
+    evexec__lock_release(&pool->lock);
+    return queued;
 }
 
 struct evexec_cfuture *evexec__pool_take_to_fail(struct evexec_pool *pool)
@@ -196,8 +213,15 @@ void evexec__pool_cancel_list(struct evexec_cfuture *list)
     while (list) {
         struct evexec_cfuture *cf = list;
         list = cf->qnext;
-        evexec_cfuture_cancel(cf);
-        evexec_cfuture_release(cf); /* the queue's reference */
+        if (cf->on_done) {
+            /* Its owner holds a reference until told, and may reuse the
+             * memory as soon as it is: drop the queue's first. */
+            evexec__cfuture_unref(cf);
+            evexec_cfuture_cancel(cf);
+        } else {
+            evexec_cfuture_cancel(cf);
+            evexec_cfuture_release(cf); /* the queue's reference */
+        }
     }
 }
 

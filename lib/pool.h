@@ -74,25 +74,34 @@ static inline void evexec__pool_queue_push(struct evexec_pool *pool,
                                            struct evexec_cfuture *cf)
 {
     cf->qnext = NULL;
-    if (pool->qtail)
-        pool->qtail->qnext = cf;
-    else
-        pool->qhead = cf;
+    cf->qlink = pool->qtail ? &pool->qtail->qnext : &pool->qhead;
+    *cf->qlink = cf;
     pool->qtail = cf;
     pool->queued++;
+    atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
+}
+
+/* Unlink cf, which is in pool's queue (cf->qlink != NULL). */
+static inline void evexec__pool_queue_remove(struct evexec_pool *pool,
+                                             struct evexec_cfuture *cf)
+{
+    *cf->qlink = cf->qnext;
+    if (cf->qnext)
+        cf->qnext->qlink = cf->qlink;
+    else
+        pool->qtail = cf->qlink == &pool->qhead
+                          ? NULL
+                          : evexec__container_of(cf->qlink, struct evexec_cfuture, qnext);
+    cf->qlink = NULL;
+    pool->queued--;
     atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
 }
 
 static inline struct evexec_cfuture *evexec__pool_queue_pop(struct evexec_pool *pool)
 {
     struct evexec_cfuture *cf = pool->qhead;
-    if (!cf)
-        return NULL;
-    pool->qhead = cf->qnext;
-    if (!pool->qhead)
-        pool->qtail = NULL;
-    pool->queued--;
-    atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
+    if (cf)
+        evexec__pool_queue_remove(pool, cf);
     return cf;
 }
 

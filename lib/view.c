@@ -31,27 +31,6 @@ struct pump_frame {
 };
 static EVEXEC__TLS struct pump_frame *current_pump;
 
-/* Remove cf from the queue if it is still there (a refused submission
- * taking its task back). Lock held. */
-static bool queue_remove(struct evexec_pool *pool, struct evexec_cfuture *cf)
-{
-    struct evexec_cfuture *prev = NULL;
-    for (struct evexec_cfuture *it = pool->qhead; it; prev = it, it = it->qnext) {
-        if (it != cf)
-            continue;
-        if (prev)
-            prev->qnext = cf->qnext;
-        else
-            pool->qhead = cf->qnext;
-        if (pool->qtail == cf)
-            pool->qtail = prev;
-        pool->queued--;
-        atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
-        return true;
-    }
-    return false;
-}
-
 /* What a submission to view meets in its ancestors: 0, or the error of the
  * first one that stopped or broke. */
 static int ancestors_refuse(const struct evexec_pool *view)
@@ -216,9 +195,11 @@ static int view_submit(struct evexec_pool *view, struct evexec_cfuture *cf)
     if (!need_pump || (err = pump_start(view)) == 0)
         return 0;
     evexec__lock_acquire(&view->lock);
-    bool taken_back = queue_remove(view, cf);
-    if (taken_back)
+    bool taken_back = cf->qlink != NULL; /* still queued: the submission fails */
+    if (taken_back) {
+        evexec__pool_queue_remove(view, cf);
         view->submitted--;
+    }
     view->npumps--;
     /* Tasks queued meanwhile, counting on this pump. */
     struct evexec_cfuture *list = view_take_stranded(view, err);

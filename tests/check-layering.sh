@@ -15,8 +15,9 @@
 #   loop     common sync libevent              a plain scheduler
 #   future   common sync loop
 #   combine  common sync loop future libevent  loop-side combinators
-#   chain    common sync cfuture pool loop future
-#   bridge   common sync cfuture pool loop future chain libevent
+#   work     common sync cfuture pool loop      the request layer
+#   chain    common sync cfuture pool loop future work
+#   bridge   common sync cfuture pool loop future work chain libevent
 top_srcdir=${top_srcdir:-.}
 top_builddir=${top_builddir:-.}
 objdir=$top_builddir/lib/.libs
@@ -32,8 +33,9 @@ allowed() {
     loop) echo "common sync libevent" ;;
     future) echo "common sync loop" ;;
     combine) echo "common sync loop future libevent" ;;
-    chain) echo "common sync cfuture pool loop future" ;;
-    bridge) echo "common sync cfuture pool loop future chain libevent" ;;
+    work) echo "common sync cfuture pool loop" ;;
+    chain) echo "common sync cfuture pool loop future work" ;;
+    bridge) echo "common sync cfuture pool loop future work chain libevent" ;;
     *) echo "?" ;;
   esac
 }
