@@ -19,8 +19,8 @@
  *     thread cancels.
  * Checked per request, every round: after ran exactly once per accepted
  * queueing; a cancel that returned true means the work never ran and after
- * got ECANCELED with no result (and a second cancel agrees); a request that
- * never ran got ECANCELED; one that ran in a round nobody disturbed got 0
+ * got ECANCELED with no result (and a second cancel agrees), one that
+ * returned false means it ran; a request that never ran got ECANCELED; one that ran in a round nobody disturbed got 0
  * and its result; every after at or after evexec_loop_free got ECANCELED,
  * and one on a worker only for a request that ran; the argument was
  * untouched; a view never ran more than its limit at once. At the end: every
@@ -214,7 +214,8 @@ static const char *const scenario_names[SC_COUNT] = {"cancel", "loop_free", "req
 static long rounds_of[SC_COUNT];
 static long refused, hangs, wrong_after_count, cancel_lies, never_ran_not_cancelled,
     undisturbed_wrong, freeing_not_cancelled, worker_after_unexpected, bad_args,
-    requeue_failures, view_over_limit, shutdown_errors;
+    requeue_failures, view_over_limit, shutdown_errors, cancel_false_unrun,
+    cancel_false_unrun_shutdown;
 static long cancels_true, cancels_false, worker_afters, requeues_done, shutdown_refusals;
 static int first_failed_round = -1;
 static enum scenario round_scenario, first_failed_scenario;
@@ -256,6 +257,11 @@ static void check_round(int round, enum scenario sc, int n, bool loop_was_freed)
             note_failure(round, &cancel_lies);
         if (s->cancel_first == 0 && s->cancel_second == 1)
             note_failure(round, &cancel_lies);
+        /* false means running or done: it ran (nothing fails in these
+         * pools, so a request done without running was cancelled). */
+        if (s->cancel_first == 0 && ran == 0)
+            note_failure(round, sc == SC_SHUTDOWN ? &cancel_false_unrun_shutdown
+                                                  : &cancel_false_unrun);
         /* Only a request's last queueing can have been left unrun (an after
          * with ECANCELED queues nothing again), and s->status and
          * s->had_result are what the last after saw. */
@@ -325,7 +331,7 @@ int main(void)
     const char *env = getenv("EVEXEC_STRESS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
     rnd_state = seed;
-    printf("1..13\n# seed %" PRIu64 " (EVEXEC_STRESS_SEED replays it)\n", seed);
+    printf("1..14\n# seed %" PRIu64 " (EVEXEC_STRESS_SEED replays it)\n", seed);
     loop_thread = pthread_self();
 
     struct evexec_pool *pool = evexec_pool_new(&(struct evexec_pool_config){.max_workers = 2});
@@ -480,6 +486,10 @@ int main(void)
         wrong_after_count);
     tap(cancel_lies == 0, "a cancel that returned true: never ran, ECANCELED, no result, and "
         "a second cancel agreed (%ld wrong)", cancel_lies);
+    tap(cancel_false_unrun == 0 && cancel_false_unrun_shutdown == 0,
+        "a cancel that returned false: the request ran (%ld wrong; %ld of them cancelled "
+        "already by a pool shutdown)", cancel_false_unrun + cancel_false_unrun_shutdown,
+        cancel_false_unrun_shutdown);
     tap(never_ran_not_cancelled == 0, "a request that never ran got ECANCELED and no result "
         "(%ld wrong)", never_ran_not_cancelled);
     tap(undisturbed_wrong == 0, "a request left alone got 0 and its result; no result was "

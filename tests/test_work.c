@@ -1005,6 +1005,106 @@ Test(work, pool_shutdown_cancel_pending_gives_queued_requests_ecanceled)
     evexec_pool_free(pool);
 }
 
+Test(work, cancel_of_a_request_that_a_pool_shutdown_cancelled_returns_true)
+{
+    setup();
+    struct evexec_pool *pool = new_pool(1);
+    struct job blocker, j;
+    job_init(&blocker, 0);
+    blocker.gate = &gate;
+    job_init(&j, 1);
+    cr_assert_eq(queue_job(pool, &blocker), 0);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    cr_assert_eq(queue_job(pool, &j), 0);
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), 0);
+    /* It has not started and never will: it is cancelled already. */
+    bool cancelled = evexec_work_cancel(&j.req);
+    gate_open(&gate);
+    dispatch();
+    cr_assert_eq(atomic_load(&j.after_calls), 1);
+    cr_assert_eq(j.after_status, ECANCELED);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&j.ran), 0);
+    cr_assert(cancelled, "evexec_work_cancel returned false for a request that never ran "
+              "and was cancelled already (by the pool's shutdown)");
+    free_loop();
+}
+
+/* What evexec_queue_work answered when an after tried to queue again from
+ * inside evexec_loop_free. */
+static int requeue_in_free_rc = -1;
+static struct evexec_pool *requeue_in_free_pool;
+
+static void requeue_in_free_after(struct evexec_work *req, int status, void *result)
+{
+    job_after(req, status, result);
+    if (status == ECANCELED)
+        requeue_in_free_rc = evexec_queue_work(loop, requeue_in_free_pool, req, job_work,
+                                               job_after);
+}
+
+Test(work, queueing_from_an_after_called_inside_loop_free_returns_eclosed)
+{
+    setup();
+    struct evexec_pool *pool = new_pool(1);
+    requeue_in_free_pool = pool;
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    struct job j;
+    job_init(&j, 1);
+    cr_assert_eq(evexec_queue_work(loop, pool, &j.req, job_work, requeue_in_free_after), 0);
+    free_loop_marked();
+    cr_assert_eq(atomic_load(&j.after_calls), 1);
+    cr_assert_eq(requeue_in_free_rc, EVEXEC_ECLOSED, "got %s",
+                 evexec_strerror(requeue_in_free_rc));
+    gate_open(&gate);
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&j.ran), 0);
+    cr_assert_eq(atomic_load(&j.after_calls), 1);
+    evexec_cfuture_release(blocker);
+}
+
+/* The order in which callbacks and afters ran. */
+static int order_log[8];
+static int order_len;
+
+static void order_soon(void *arg)
+{
+    order_log[order_len++] = (int)(intptr_t)arg;
+}
+
+static void order_after(struct evexec_work *req, int status, void *result)
+{
+    job_after(req, status, result);
+    order_log[order_len++] = job_of(req)->id;
+}
+
+Test(work, a_cancelled_requests_after_keeps_its_place_among_call_soon_callbacks)
+{
+    setup();
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    struct job j;
+    job_init(&j, 2);
+    cr_assert_eq(evexec_queue_work(loop, pool, &j.req, job_work, order_after), 0);
+    cr_assert_eq(evexec_call_soon(loop, order_soon, (void *)1), 0);
+    cr_assert(evexec_work_cancel(&j.req));
+    cr_assert_eq(evexec_call_soon(loop, order_soon, (void *)3), 0);
+    gate_open(&gate);
+    dispatch();
+    cr_assert_eq(order_len, 3);
+    cr_assert_eq(order_log[0], 1);
+    cr_assert_eq(order_log[1], 2, "the cancelled request's after left the loop's queue order");
+    cr_assert_eq(order_log[2], 3);
+    cr_assert_eq(j.after_status, ECANCELED);
+    free_loop();
+    evexec_pool_free(pool);
+    evexec_cfuture_release(blocker);
+}
+
 /* How many works run at once, and the most seen. */
 static atomic_int gauge_now, gauge_max;
 
