@@ -800,6 +800,32 @@ Test(work, a_null_pool_uses_the_default_pool)
     free_loop(); /* owns and frees the default pool */
 }
 
+Test(work, a_null_pool_after_the_default_pool_was_shut_down_returns_eshutdown)
+{
+    setup();
+    struct evexec_future *down = evexec_loop_shutdown_default_pool(loop, -1);
+    cr_assert_not_null(down);
+    struct job j;
+    job_init(&j, 1);
+    scribble(&j);
+    cr_assert_eq(evexec_queue_work(loop, NULL, &j.req, job_work, never_after), ESHUTDOWN);
+    cr_assert(untouched(&j));
+    dispatch();
+    cr_assert(evexec_future_done(down));
+    evexec_future_release(down);
+    cr_assert_eq(j.after_calls, 0);
+    free_loop();
+}
+
+Test(work, the_request_keeps_its_documented_size)
+{
+    /* Part of the ABI: a program compiled against this header embeds it. */
+    cr_assert_eq(sizeof(((struct evexec_work *)0)->evexec_private), EVEXEC_WORK_PRIVATE_SIZE);
+    if (sizeof(void *) == 8)
+        cr_assert_eq(sizeof(struct evexec_work), 192);
+    cr_assert_eq(offsetof(struct evexec_work, data), 0);
+}
+
 static int slow_work(void *arg, void **result)
 {
     (void)result;
@@ -959,6 +985,97 @@ Test(work, a_cancelled_request_whose_after_is_still_due_at_loop_free_gets_it_onc
     evexec_pool_free(pool);
     cr_assert_eq(atomic_load(&j.ran), 0);
     cr_assert_eq(atomic_load(&j.after_calls), 1);
+    evexec_cfuture_release(blocker);
+}
+
+Test(work, loop_free_with_requests_queued_and_running_on_the_default_pool_calls_every_after_once)
+{
+    setup();
+    struct evexec_pool *dflt = evexec_loop_default_pool(loop);
+    cr_assert_not_null(dflt);
+    /* More than the default pool's most workers (32): every worker is held
+     * on the gate, the rest stay queued. */
+    enum { N = 48 };
+    static struct job jobs[N];
+    for (int i = 0; i < N; i++) {
+        job_init(&jobs[i], i);
+        jobs[i].gate = &gate;
+        cr_assert_eq(queue_job(NULL, &jobs[i]), 0);
+    }
+    struct evexec_pool_stats st;
+    unsigned running = 0;
+    for (int i = 0; i < HANG_BOUND_MS; i++) {
+        st = stats_of(dflt);
+        if (st.running > 0 && st.running == st.threads && st.idle == 0 &&
+            gate_arrived(&gate) == st.running)
+            break;
+        sleep_ms(1);
+    }
+    running = st.running;
+    cr_assert_gt(running, 0);
+    cr_assert_lt(running, N, "every request got a worker: none stayed queued");
+    free_loop_marked();
+    int inside = 0;
+    for (int i = 0; i < N; i++)
+        inside += atomic_load(&jobs[i].after_calls);
+    cr_assert_geq(inside, N - (int)gate_arrived(&gate),
+                  "queued requests of the default pool did not hear ECANCELED inside "
+                  "evexec_loop_free");
+    gate_open(&gate);
+    for (int i = 0; i < N; i++) {
+        struct job *j = &jobs[i];
+        cr_assert(after_calls_reach(j, 1), "request %d: no after", i);
+        cr_assert_eq(j->after_status, ECANCELED, "request %d: %s", i,
+                     evexec_strerror(j->after_status));
+        if (atomic_load(&j->ran))
+            cr_assert_eq(j->after_result, j->stored);
+        else
+            cr_assert(j->after_in_call && on_loop_thread(j->after_thread));
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(atomic_load(&jobs[i].after_calls), 1, "request %d: after ran %d times", i,
+                     atomic_load(&jobs[i].after_calls));
+    cr_assert_eq(atomic_load(&results_freed), atomic_load(&results_made));
+}
+
+Test(work, loop_free_takes_only_its_own_requests_out_of_a_shared_pool)
+{
+    setup();
+    struct event_base *base_b = event_base_new();
+    cr_assert_not_null(base_b);
+    struct evexec_loop *loop_b = evexec_loop_new(base_b);
+    cr_assert_not_null(loop_b);
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
+    cr_assert_not_null(blocker);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    enum { N = 3 };
+    struct job mine[N], theirs[N];
+    for (int i = 0; i < N; i++) {
+        job_init(&mine[i], i);
+        job_init(&theirs[i], 10 + i);
+        cr_assert_eq(queue_job(pool, &mine[i]), 0);
+        cr_assert_eq(evexec_queue_work(loop_b, pool, &theirs[i].req, job_work, job_after), 0);
+    }
+    free_loop_marked(); /* loop A */
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(atomic_load(&mine[i].after_calls), 1);
+        cr_assert_eq(mine[i].after_status, ECANCELED);
+        cr_assert_eq(atomic_load(&theirs[i].after_calls), 0, "loop B's request %d was "
+                     "delivered by loop A's teardown", i);
+    }
+    gate_open(&gate);
+    cr_assert(dispatch_bounded(base_b, loop_b, WATCHDOG_SECONDS));
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(atomic_load(&theirs[i].after_calls), 1);
+        cr_assert_eq(theirs[i].after_status, 0, "loop B's request %d: %s", i,
+                     evexec_strerror(theirs[i].after_status));
+        cr_assert_eq(atomic_load(&theirs[i].ran), 1);
+        cr_assert_eq(atomic_load(&mine[i].ran), 0);
+    }
+    evexec_loop_free(loop_b);
+    event_base_free(base_b);
+    evexec_pool_free(pool);
     evexec_cfuture_release(blocker);
 }
 
