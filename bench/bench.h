@@ -18,9 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Room a driver may use inside each job for its request (libuv's
- * uv_work_t is 128 bytes on x86-64). Both programs allocate the same size. */
-#define BENCH_JOB_DRIVER_BYTES 128
+/* Room a driver may use inside each job for its request: the larger of
+ * libuv's uv_work_t (128 bytes on x86-64) and libevexec's struct evexec_work
+ * (192 bytes on x86-64), so both programs allocate the same size whichever
+ * way they submit. Each driver asserts that its request fits. */
+#define BENCH_JOB_DRIVER_BYTES 192
 
 struct bench_job;
 
@@ -53,6 +55,10 @@ struct bench_driver_opts {
     int worker_nice;
     bool keep_priority;
     bool sched_idle;
+    /* libevexec: submit through the request layer (evexec_queue_work with
+     * the request inside the job) instead of evexec_run_in_executor() + a
+     * done callback. Drivers with one way of submitting ignore it. */
+    bool requests;
 };
 
 /* Counters a driver can read from its library; has_* says which exist. */

@@ -3,8 +3,11 @@
  * application would use it: one explicit pool of exactly `pool` workers
  * (min_workers = max_workers = pool) shared by every loop; each loop a
  * libevent base with a struct evexec_loop on it, made and run by one
- * thread; evexec_run_in_executor() with a done callback per task; the
- * limited view is evexec_pool_new_limited(pool, max_running). libevent
+ * thread; per task either evexec_run_in_executor() with a done callback
+ * (the default) or, with --submit=requests, evexec_queue_work() with the
+ * struct evexec_work inside the harness's job, as a libuv program keeps its
+ * uv_work_t; the limited view is evexec_pool_new_limited(pool,
+ * max_running). libevent
  * is not told about threads (evthread_use_pthreads): each base is used by
  * its own thread only, and the library never calls it from a worker.
  */
@@ -19,6 +22,11 @@
 
 #include "evexec.h"
 
+_Static_assert(sizeof(struct evexec_work) <= BENCH_JOB_DRIVER_BYTES,
+               "struct evexec_work must fit in struct bench_job");
+_Static_assert(_Alignof(struct evexec_work) <= 16,
+               "struct bench_job's driver space is 16-byte aligned");
+
 struct bench_loop {
     struct event_base *base;
     struct evexec_loop *loop;
@@ -29,6 +37,7 @@ struct bench_loop {
 
 static struct evexec_pool *pool;
 static struct evexec_pool *view;
+static bool use_requests;
 static char description[200];
 
 const char *drv_name(void)
@@ -56,8 +65,11 @@ void drv_init(const struct bench_driver_opts *opts)
     unsigned spin_us = opts->no_spin ? 0 : opts->spin_us ? opts->spin_us : EVEXEC_DEFAULT_SPIN_US;
     int nice = opts->keep_priority ? 0
                : opts->worker_nice ? opts->worker_nice : EVEXEC_DEFAULT_WORKER_NICE;
-    snprintf(description, sizeof(description), " version=%s spin_us=%u worker_nice=%d%s",
-             evexec_version(), spin_us, nice, opts->sched_idle ? " sched_idle=1" : "");
+    use_requests = opts->requests;
+    snprintf(description, sizeof(description),
+             " version=%s submit=%s spin_us=%u worker_nice=%d%s", evexec_version(),
+             use_requests ? "requests" : "futures", spin_us, nice,
+             opts->sched_idle ? " sched_idle=1" : "");
 }
 
 const char *drv_view_new(unsigned max_running)
@@ -101,8 +113,36 @@ static void job_done(struct evexec_future *f, void *arg)
     job->done(job);
 }
 
+/* --submit=requests: the request lives in the job, so nothing is allocated
+ * per task beyond the harness's job. */
+static int run_request(void *arg, void **result)
+{
+    struct evexec_work *req = arg;
+    struct bench_job *job = req->data;
+    *result = job->work(job);
+    return 0;
+}
+
+/* Loop thread: the request is done and the job is the harness's again. */
+static void request_done(struct evexec_work *req, int status, void *result)
+{
+    struct bench_job *job = req->data;
+    if (status)
+        bench_die("task failed: %s", evexec_strerror(status));
+    job->result = result;
+    job->done(job);
+}
+
 static void submit_to(struct bench_loop *l, struct evexec_pool *p, struct bench_job *job)
 {
+    if (use_requests) {
+        struct evexec_work *req = (struct evexec_work *)(void *)job->driver;
+        req->data = job;
+        int err = evexec_queue_work(l->loop, p, req, run_request, request_done);
+        if (err)
+            bench_die("evexec_queue_work: %s", evexec_strerror(err));
+        return;
+    }
     struct evexec_future *f = evexec_run_in_executor(l->loop, p, run_job, job, NULL);
     if (!f)
         bench_die("evexec_run_in_executor: %s", evexec_strerror(errno));

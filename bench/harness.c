@@ -260,6 +260,9 @@ static void usage(FILE *out)
         "  --view=N         w7: long tasks on a view of the pool running N at most\n"
         "  libevexec pool tuning (ignored by other libraries):\n"
         "  --spin-us=N  --no-spin  --nice=N  --keep-priority  --sched-idle\n"
+        "  --submit=futures|requests  libevexec: evexec_run_in_executor + a done callback\n"
+        "                   (futures, the default) or evexec_queue_work with the request\n"
+        "                   inside the job (requests); ignored by other libraries\n"
         "Prints one line: bench key=value ... (see bench/README.md).\n",
         drv_name());
 }
@@ -296,7 +299,7 @@ static void parse_options(int argc, char **argv)
 {
     enum { O_WORKLOAD = 1, O_N, O_POOL, O_WINDOW, O_ITERS, O_PERIOD, O_IDLE, O_SLEEP,
            O_LOOPS, O_DURATION, O_INFLIGHT, O_VIEW,
-           O_SPIN, O_NOSPIN, O_NICE, O_KEEPPRIO, O_SCHEDIDLE, O_HELP };
+           O_SPIN, O_NOSPIN, O_NICE, O_KEEPPRIO, O_SCHEDIDLE, O_SUBMIT, O_HELP };
     static const struct option longopts[] = {
         {"workload", required_argument, NULL, O_WORKLOAD},
         {"n", required_argument, NULL, O_N},
@@ -315,6 +318,7 @@ static void parse_options(int argc, char **argv)
         {"nice", required_argument, NULL, O_NICE},
         {"keep-priority", no_argument, NULL, O_KEEPPRIO},
         {"sched-idle", no_argument, NULL, O_SCHEDIDLE},
+        {"submit", required_argument, NULL, O_SUBMIT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -345,6 +349,14 @@ static void parse_options(int argc, char **argv)
         case O_NICE: opt.drv.worker_nice = atoi(optarg); break;
         case O_KEEPPRIO: opt.drv.keep_priority = true; break;
         case O_SCHEDIDLE: opt.drv.sched_idle = true; break;
+        case O_SUBMIT:
+            if (strcmp(optarg, "requests") == 0)
+                opt.drv.requests = true;
+            else if (strcmp(optarg, "futures") == 0)
+                opt.drv.requests = false;
+            else
+                bench_die("--submit: futures or requests, not %s", optarg);
+            break;
         case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }

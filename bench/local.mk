@@ -8,7 +8,8 @@
 #   make bench        full run: W1-W8, 5 rounds, evexec and libuv alternating
 #   make bench-quick  tiny sizes, 1 round (what .ci/run uses; never judged)
 #   make bench-extra  W1 pool=2 extras: wakeups (strace), allocations,
-#                     instructions (callgrind), peak RSS, profile
+#                     instructions (callgrind), peak RSS, profile; libevexec
+#                     through its futures and through its requests
 #
 # Results go to bench/results/ of the build directory. BENCH_FLAGS passes
 # more options to bench/run (see bench/README.md), e.g.

@@ -34,6 +34,8 @@ function headline(w, m) {
 function label_of(row) {
     if (row == "w1p2") return "W1 pool=2"
     if (row == "w1p2pin") return "W1 pool=2 pinned"
+    if (row == "w1p2work") return "W1 pool=2 requests"
+    if (row == "w1p2workpin") return "W1 pool=2 req pinned"
     if (row == "w1p4") return "W1 pool=4"
     if (row == "w2") return "W2 pool=2"
     if (row == "w3") return "W3 pool=2"
@@ -43,6 +45,7 @@ function label_of(row) {
     if (row == "w7") return "W7 pool=2"
     if (row == "w7view") return "W7 view=1 pool=2"
     if (row == "w8") return "W8 pool=2"
+    if (row == "w8work") return "W8 pool=2 requests"
     return row
 }
 
@@ -59,6 +62,7 @@ function short_label(row, m,   l) {
     l = label_of(row)
     sub(/ pool=/, " p", l)
     sub(/ pinned/, " pin", l)
+    sub(/ requests/, " req", l)
     return l " " m
 }
 
@@ -129,14 +133,14 @@ END {
     if (other == "") other = "uv"
     oname = (other == "uv") ? "libuv" : other
     nrows = split(rows, order, " ")
-    printf "%-18s %-17s %-6s  %-26s  %-26s  %s\n", "workload", "metric", "better", \
+    printf "%-20s %-17s %-6s  %-26s  %-26s  %s\n", "workload", "metric", "better", \
         "evexec median [min-max]", oname " median [min-max]", "evexec/" other
     for (r = 1; r <= nrows; r++) {
         row = order[r]
         if (!(row in workload)) continue
         w = workload[row]
         if ((row SUBSEP "evexec") in unavailable) {
-            printf "%-18s %s\n", label_of(row), "not measured: the libevexec program has no limited view (view=unavailable)"
+            printf "%-20s %s\n", label_of(row), "not measured: the libevexec program has no limited view (view=unavailable)"
             if (plotdata != "")
                 printf "\"%s\" n/a\n", short_label(row, "p99_ms") > plotdata
             continue
@@ -155,7 +159,7 @@ END {
             # than its period) would mean nothing.
             if (ne && nu && umed > 0 && emed >= 0)
                 ratio = sprintf(emed / umed < 0.1 ? "%.2g" : "%.2f", emed / umed)
-            printf "%-18s %-17s %-6s  %-26s  %-26s  %s\n", label_of(row), m, better, ecol, ucol, ratio
+            printf "%-20s %-17s %-6s  %-26s  %-26s  %s\n", label_of(row), m, better, ecol, ucol, ratio
             if (plotdata != "" && headline(w, m) && ne && nu && umed > 0 && emed > 0) {
                 adv = (better == "higher") ? emed / umed : umed / emed
                 printf "\"%s\" %.4f\n", short_label(row, m), adv > plotdata

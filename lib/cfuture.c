@@ -77,26 +77,6 @@ static _Atomic unsigned many_word;
 /* The task this worker thread runs now, for evexec_cancel_requested(). */
 static EVEXEC__TLS struct evexec_cfuture *current_task;
 
-void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *arg,
-                          evexec_free_fn free_result, unsigned refs)
-{
-    cf->qnext = NULL;
-    cf->qlink = NULL;
-    cf->fn = fn;
-    cf->arg = arg;
-    cf->free_result = free_result;
-    cf->free_arg = NULL;
-    atomic_init(&cf->state, EVEXEC_PENDING);
-    atomic_init(&cf->flags, 0);
-    atomic_init(&cf->refs, refs);
-    cf->error = 0;
-    cf->result = NULL;
-    cf->fork_gen = evexec__fork_gen();
-    cf->on_done = NULL;
-    cf->callbacks = NULL;
-    cf->callbacks_tail = &cf->callbacks;
-}
-
 static bool is_done(int state)
 {
     return state == EVEXEC_FINISHED || state == EVEXEC_CANCELLED;

@@ -166,7 +166,6 @@ static void rie_deliver(struct evexec__handle *h, bool discard)
     struct rie_block *b = evexec__container_of(h, struct rie_block, req.deliver);
     struct evexec_future *f = &b->f;
     struct evexec_cfuture *cf = &b->req.cf;
-    struct evexec_loop *held = NULL;
     if (cf->free_arg) {
         /* Delivered: the task finished, or never started and never will. */
         cf->free_arg(cf->arg);
@@ -179,13 +178,11 @@ static void rie_deliver(struct evexec__handle *h, bool discard)
         else
             evexec__cfuture_drop_result(cf); /* cancelled meanwhile */
     } else {
-        /* The loop closed; its futures were all settled before that. */
-        held = evexec__request_held_loop(&b->req);
+        /* The loop closed; its futures were all settled before that. The
+         * future holds the loop's memory until it dies. */
         evexec__cfuture_drop_result(cf);
     }
     evexec_future_release(f); /* the delivery's reference */
-    if (held)
-        evexec__loop_release(held);
 }
 
 static void wrap_deliver(struct evexec__handle *h, bool discard)

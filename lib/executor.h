@@ -50,8 +50,27 @@ struct evexec_cfuture {
     struct evexec__cb_node **callbacks_tail;
 };
 
-void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn, void *arg,
-                          evexec_free_fn free_result, unsigned refs);
+/* Inline: it is on every submission's path. */
+static inline void evexec__cfuture_init(struct evexec_cfuture *cf, evexec_work_fn fn,
+                                        void *arg, evexec_free_fn free_result, unsigned refs)
+{
+    cf->qnext = NULL;
+    cf->qlink = NULL;
+    cf->fn = fn;
+    cf->arg = arg;
+    cf->free_result = free_result;
+    cf->free_arg = NULL;
+    atomic_init(&cf->state, EVEXEC_PENDING);
+    atomic_init(&cf->flags, 0);
+    atomic_init(&cf->refs, refs);
+    cf->error = 0;
+    cf->result = NULL;
+    cf->fork_gen = evexec__fork_gen();
+    cf->on_done = NULL;
+    cf->callbacks = NULL;
+    cf->callbacks_tail = &cf->callbacks;
+}
+
 /* The one PENDING -> RUNNING transition; false if it was cancelled. */
 bool evexec__cfuture_start(struct evexec_cfuture *cf);
 /* Run a started task's function on this thread (evexec_cancel_requested()

@@ -445,34 +445,6 @@ void evexec__loop_destroy(struct evexec_loop *loop)
     evexec__free(loop);
 }
 
-int evexec__loop_check(const struct evexec_loop *loop, const char *func)
-{
-    if (!loop)
-        return EINVAL;
-    if (evexec__forked(loop->fork_gen))
-        return EVEXEC_EFORKED;
-    if (evexec__loop_closed(loop))
-        return EVEXEC_ECLOSED;
-    EVEXEC__ASSERT_LOOP_THREAD(loop, func);
-    (void)func;
-    return 0;
-}
-
-void evexec__loop_work_begin(struct evexec_loop *loop)
-{
-    loop->in_flight++;
-    if (!loop->listening)
-        evexec__loop_update_listening(loop);
-}
-
-void evexec__loop_work_end(struct evexec_loop *loop)
-{
-    loop->in_flight--;
-    /* A drain updates listening when it ends. */
-    if (!loop->in_drain)
-        evexec__loop_update_listening(loop);
-}
-
 void evexec__loop_close(struct evexec_loop *loop)
 {
     atomic_store(&loop->closed, true);

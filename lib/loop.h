@@ -9,6 +9,8 @@
 
 #include "common.h"
 
+#include <errno.h>
+
 struct event;
 struct event_base;
 
@@ -78,19 +80,42 @@ static inline bool evexec__loop_closed(const struct evexec_loop *loop)
 }
 
 /* The preconditions of every loop-thread entry point: 0, EINVAL (NULL),
- * EVEXEC_EFORKED, EVEXEC_ECLOSED; debug builds assert the thread. */
-int evexec__loop_check(const struct evexec_loop *loop, const char *func);
+ * EVEXEC_EFORKED, EVEXEC_ECLOSED; debug builds assert the thread. Inline:
+ * it heads every submission. */
+static inline int evexec__loop_check(const struct evexec_loop *loop, const char *func)
+{
+    if (!loop)
+        return EINVAL;
+    if (evexec__forked(loop->fork_gen))
+        return EVEXEC_EFORKED;
+    if (evexec__loop_closed(loop))
+        return EVEXEC_ECLOSED;
+    EVEXEC__ASSERT_LOOP_THREAD(loop, func);
+    (void)func;
+    return 0;
+}
 
 /* Loop thread: queue h at the end of the ready queue. */
 void evexec__loop_schedule(struct evexec_loop *loop, struct evexec__handle *h);
 /* Any thread: hand h to the loop, waking it if needed; once the loop is
  * closed, h is disposed of (run(h, true)) by whoever finds it. */
 void evexec__loop_post(struct evexec_loop *loop, struct evexec__handle *h);
-/* Loop thread: producers' work the loop waits for (keeps it listening). */
-void evexec__loop_work_begin(struct evexec_loop *loop);
-void evexec__loop_work_end(struct evexec_loop *loop);
 /* Loop thread: start or stop listening on the wakeup fd as work requires. */
 void evexec__loop_update_listening(struct evexec_loop *loop);
+/* Loop thread: producers' work the loop waits for (keeps it listening). */
+static inline void evexec__loop_work_begin(struct evexec_loop *loop)
+{
+    loop->in_flight++;
+    if (!loop->listening)
+        evexec__loop_update_listening(loop);
+}
+static inline void evexec__loop_work_end(struct evexec_loop *loop)
+{
+    loop->in_flight--;
+    /* A drain updates listening when it ends. */
+    if (!loop->in_drain)
+        evexec__loop_update_listening(loop);
+}
 /* Loop thread, evexec_loop_free: mark the loop closed, take it out of the
  * registry, dispose of every queued handle and free its events. What is
  * posted later is disposed of by its poster. */

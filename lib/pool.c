@@ -20,8 +20,24 @@
  * decided to exit counts for nothing; when it leaves it dispatches what is
  * still queued, so no task waits for a thread that is gone.
  *
- * Cancellation never touches the queue: a cancelled task stays queued until
- * a worker pops it, fails the PENDING -> RUNNING transition and drops it.
+ * The fast path: while every worker the pool may have is alive and busy
+ * (none parked, none to be made, not stopping or broken, no queue bound), a
+ * submission would only append to the queue and wake nobody. Then it skips
+ * the lock: one compare-and-swap pushes the task on `incoming`, a stack that
+ * whoever next looks at the queue under the lock moves to its tail, in push
+ * order (take_incoming). `fast_submit` says whether the path is open; it is
+ * recomputed under the lock at every change of what it depends on
+ * (update_fast), and closing it moves `incoming` to the queue at once. A
+ * submitter re-reads the flag after its push: these two seq_cst pairs (push
+ * then read the flag; clear the flag then take the stack) mean that either
+ * a worker that stops being busy takes the task, or the submitter sees the
+ * path closed and finishes the submission under the lock as the slow path
+ * does (dispatch, or ESHUTDOWN if the pool stopped before the task reached
+ * it). A busy worker takes the stack when it comes back for its next task.
+ *
+ * Cancellation of a cfuture never touches the queue: a cancelled task stays
+ * queued until a worker pops it, fails the PENDING -> RUNNING transition and
+ * drops it. A request (work.c) is unlinked instead (evexec__pool_unqueue).
  * Every task is counted as it leaves the queue, under the lock, so the
  * statistics balance at every read.
  *
@@ -150,8 +166,50 @@ static bool forked(const struct evexec_pool *pool)
 
 /* ---- queue (pool lock held) --------------------------------------------- */
 
+/* Move the fast path's submissions to the tail of the queue, oldest first. */
+static void take_incoming(struct evexec_pool *pool)
+{
+    struct evexec_cfuture *list = atomic_exchange(&pool->incoming, NULL);
+    struct evexec_cfuture *fifo = NULL;
+    while (list) {
+        struct evexec_cfuture *cf = list;
+        list = cf->qnext;
+        cf->qnext = fifo;
+        fifo = cf;
+    }
+    while (fifo) {
+        struct evexec_cfuture *cf = fifo;
+        fifo = cf->qnext;
+        evexec__pool_queue_push(pool, cf);
+        pool->submitted++;
+    }
+}
+
+/* Whether a submission may skip the lock; closing the path takes what it
+ * let in. Called wherever what it reads changes. */
+static void update_fast(struct evexec_pool *pool)
+{
+    bool fast = !pool->stopping && !pool->broken && !pool->cfg.max_queued &&
+                pool->nidle == 0 && pool->nthreads == pool->cfg.max_workers &&
+                pool->nalive == pool->nthreads;
+    if (fast == atomic_load_explicit(&pool->fast_submit, memory_order_relaxed))
+        return;
+    atomic_store(&pool->fast_submit, fast);
+    if (!fast)
+        take_incoming(pool);
+}
+
+/* The queue's head, after the fast path's submissions joined it. */
+static struct evexec_cfuture *queue_pop(struct evexec_pool *pool)
+{
+    if (atomic_load_explicit(&pool->incoming, memory_order_relaxed))
+        take_incoming(pool);
+    return evexec__pool_queue_pop(pool);
+}
+
 static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
 {
+    take_incoming(pool);
     struct evexec_cfuture *list = pool->qhead;
     for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext)
         cf->qlink = NULL; /* out of the queue: no cancel can unlink it now */
@@ -164,6 +222,7 @@ static struct evexec_cfuture *queue_take_all(struct evexec_pool *pool)
 bool evexec__pool_unqueue(struct evexec_pool *pool, struct evexec_cfuture *cf)
 {
     evexec__lock_acquire(&pool->lock);
+    take_incoming(pool);
     bool queued = cf->qlink != NULL;
     if (queued) {
         evexec__pool_queue_remove(pool, cf);
@@ -231,12 +290,14 @@ static void idle_push(struct evexec_pool *pool, struct worker *w)
 {
     evexec__list_push_front(&pool->idle, &w->idle_node);
     pool->nidle++;
+    update_fast(pool);
 }
 
 static void idle_remove(struct evexec_pool *pool, struct worker *w)
 {
     evexec__list_remove(&w->idle_node);
     pool->nidle--;
+    update_fast(pool);
 }
 
 /* Put w in the live list, which is kept sorted by index, at the lowest free
@@ -321,6 +382,7 @@ static int spawn_worker(struct evexec_pool *pool)
     pool->nthreads++;
     pool->nalive++;
     pool->threads_started++;
+    update_fast(pool);
     return 0;
 }
 
@@ -423,8 +485,10 @@ static bool worker_init(struct worker *w)
     if (retry) {
         evexec__lock_acquire(&pool->lock);
         bool go = worker_backoff(w);
-        if (!go)
+        if (!go) {
             pool->nthreads--;
+            update_fast(pool);
+        }
         evexec__lock_release(&pool->lock);
         if (!go)
             return false;
@@ -439,8 +503,10 @@ static bool worker_init(struct worker *w)
     pool->nthreads--;
     struct evexec_cfuture *list = NULL;
     int err = EVEXEC_EBROKEN;
-    if (!retry) {
+    if (!retry)
         pool->broken = true;
+    update_fast(pool);
+    if (!retry) {
         atomic_store(&pool->refusing, EVEXEC_EBROKEN);
         list = evexec__pool_take_to_fail(pool);
     } else {
@@ -520,7 +586,8 @@ static void worker_run(struct worker *w, struct evexec_cfuture *cf)
 static bool queue_nonempty(const void *ctx)
 {
     const struct evexec_pool *pool = ctx;
-    return atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0;
+    return atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0 ||
+           atomic_load_explicit(&pool->incoming, memory_order_relaxed) != NULL;
 }
 
 /* Spin outside the lock for work to come, if worthwhile (one spinner is
@@ -536,6 +603,8 @@ static bool worker_spin(struct evexec_pool *pool)
     evexec__lock_acquire(&pool->lock);
     pool->nspinning--;
     evexec__backoff_outcome(&pool->spin, caught);
+    if (atomic_load_explicit(&pool->incoming, memory_order_relaxed))
+        take_incoming(pool);
     return pool->qhead != NULL;
 }
 
@@ -545,6 +614,11 @@ static bool worker_park(struct evexec_pool *pool, struct worker *w)
 {
     w->claimed = false;
     idle_push(pool, w);
+    if (pool->qhead) {
+        /* Parking closed the fast path, whose submissions joined the queue. */
+        idle_remove(pool, w);
+        return true;
+    }
     bool timed = pool->nthreads > pool->cfg.min_workers;
     struct timespec deadline;
     if (timed)
@@ -577,7 +651,7 @@ static void worker_serve(struct worker *w)
     struct evexec_pool *pool = w->pool;
     evexec__lock_acquire(&pool->lock);
     for (;;) {
-        struct evexec_cfuture *cf = evexec__pool_queue_pop(pool);
+        struct evexec_cfuture *cf = queue_pop(pool);
         if (cf) {
             worker_run(w, cf);
             continue;
@@ -590,6 +664,7 @@ static void worker_serve(struct worker *w)
             break;
     }
     pool->nthreads--;
+    update_fast(pool);
     evexec__lock_release(&pool->lock);
 }
 
@@ -604,6 +679,7 @@ static void worker_leave(struct worker *w)
     pool->nalive--;
     if (w->initialised)
         pool->ninit--;
+    update_fast(pool);
     struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
     bool last = pool->nalive == 0;
     bool orphan = pool->orphan;
@@ -670,27 +746,70 @@ unsigned evexec_worker_index(void)
 
 /* ---- the public side ---------------------------------------------------- */
 
+/* Whether cf is in the queue, found without touching cf: once a worker
+ * took it, it may be gone. Only for the rare race of a push with a stop. */
+static bool queue_holds(const struct evexec_pool *pool, const struct evexec_cfuture *cf)
+{
+    for (const struct evexec_cfuture *it = pool->qhead; it; it = it->qnext)
+        if (it == cf)
+            return true;
+    return false;
+}
+
+/* The fast path (see the top of this file): true if cf was pushed while the
+ * path was open, and it still was after the push. */
+static bool submit_fast(struct evexec_pool *pool, struct evexec_cfuture *cf, bool *pushed)
+{
+    *pushed = false;
+    if (!atomic_load_explicit(&pool->fast_submit, memory_order_relaxed))
+        return false;
+    struct evexec_cfuture *old = atomic_load_explicit(&pool->incoming, memory_order_relaxed);
+    do
+        cf->qnext = old;
+    while (!atomic_compare_exchange_weak(&pool->incoming, &old, cf));
+    *pushed = true;
+    return atomic_load(&pool->fast_submit);
+}
+
 int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
 {
     if (forked(pool))
         return EVEXEC_EFORKED;
     if (pool->view_ops)
         return pool->view_ops->submit(pool, cf);
+    bool pushed;
+    if (submit_fast(pool, cf, &pushed))
+        return 0;
     evexec__lock_acquire(&pool->lock);
+    /* A task the fast path let in before it closed joins the queue here, if
+     * whoever closed it has not moved it already. */
+    take_incoming(pool);
     int err = 0;
     if (pool->broken)
         err = EVEXEC_EBROKEN;
     else if (pool->stopping)
         err = ESHUTDOWN;
-    else if (pool->cfg.max_queued && pool->queued >= pool->cfg.max_queued)
+    else if (!pushed && pool->cfg.max_queued && pool->queued >= pool->cfg.max_queued)
         err = EAGAIN;
+    if (err && pushed && !queue_holds(pool, cf)) {
+        /* The pool stopped after cf reached it: it ran, or the shutdown
+         * settles it. */
+        evexec__lock_release(&pool->lock);
+        return 0;
+    }
     if (err) {
+        if (pushed) {
+            evexec__pool_queue_remove(pool, cf);
+            pool->submitted--;
+        }
         evexec__lock_release(&pool->lock);
         return err;
     }
-    evexec__pool_queue_push(pool, cf);
-    pool->submitted++;
-    struct evexec_cfuture *failed = dispatch(pool);
+    if (!pushed) {
+        evexec__pool_queue_push(pool, cf);
+        pool->submitted++;
+    }
+    struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
     evexec__lock_release(&pool->lock);
     evexec__pool_fail_list(failed, EAGAIN);
     return 0;
@@ -729,6 +848,7 @@ static struct evexec_cfuture *begin_shutdown(struct evexec_pool *pool, unsigned 
     pool->stopping = true;
     if (!pool->broken)
         atomic_store(&pool->refusing, ESHUTDOWN);
+    update_fast(pool);
     if (flags & EVEXEC_SHUTDOWN_CANCEL_PENDING)
         cancelled = evexec__pool_take_to_cancel(pool);
     /* Parked workers, and workers waiting out an init backoff. */
@@ -837,6 +957,7 @@ int evexec_pool_get_stats(struct evexec_pool *pool, struct evexec_pool_stats *st
         return EVEXEC_EFORKED;
     memset(stats, 0, sizeof(*stats));
     evexec__lock_acquire(&pool->lock);
+    take_incoming(pool);
     uint64_t completed = atomic_load_explicit(&pool->completed, memory_order_relaxed);
     stats->threads = pool->nalive;
     stats->idle = pool->nidle;

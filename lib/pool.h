@@ -62,6 +62,11 @@ struct evexec_pool {
     unsigned fork_gen;
     /* Read by spinning workers without the lock. */
     _Alignas(EVEXEC__CACHELINE) _Atomic size_t queued_hint;
+    /* The lock-free submission path (pool.c): tasks pushed while every
+     * worker is busy, newest first, moved into the queue under the lock by
+     * whoever looks at it next; and whether that path is open. */
+    _Alignas(EVEXEC__CACHELINE) _Atomic(struct evexec_cfuture *) incoming;
+    _Atomic bool fast_submit;
     _Alignas(EVEXEC__CACHELINE) struct evexec_pool_config cfg;
     uint64_t spin_ns;
     struct evexec__backoff spin;          /* pool lock: skips spins after fruitless ones */

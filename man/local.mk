@@ -19,6 +19,7 @@ evexec_man3_pages = \
 	man/evexec_pool_new.3 \
 	man/evexec_pool_new_limited.3 \
 	man/evexec_pool_submit.3 \
+	man/evexec_queue_work.3 \
 	man/evexec_run_in_executor.3 \
 	man/evexec_sleep.3 \
 	man/evexec_strerror.3 \

@@ -5,10 +5,11 @@
 #   tests/check-man-coverage.sh   every function of include/evexec.h is named
 #                                 by a page; every page has its sections
 #   tests/man-examples/run.sh     runs the EXAMPLES programs of evexec(7),
-#                                 evexec_run_in_executor(3) and
-#                                 evexec_pool_new_limited(3) and the example of
-#                                 README.md, extracted from the documents and
-#                                 built with -Wall -Wextra -Werror
+#                                 evexec_run_in_executor(3),
+#                                 evexec_pool_new_limited(3), the composing
+#                                 pages and evexec_queue_work(3), and the
+#                                 example of README.md, extracted from the
+#                                 documents and built with -Wall -Wextra -Werror
 #   tests/check-layering.sh       lib/ depends one way only (see the script)
 #   tests/header_c99              evexec.h under -std=c99 -pedantic -Werror,
 #                                 version macros = evexec_version()
@@ -130,3 +131,17 @@ tests/man-examples/evexec_cfuture_wait_many_3.c: $(srcdir)/man/evexec_cfuture_wa
 
 CLEANFILES += tests/man-examples/evexec_sleep_3.c tests/man-examples/evexec_gather_3.c \
 	tests/man-examples/evexec_cfuture_wait_many_3.c
+
+# The request layer: evexec_queue_work(3).
+check_PROGRAMS += tests/man-examples/evexec_queue_work_3
+
+nodist_tests_man_examples_evexec_queue_work_3_SOURCES = tests/man-examples/evexec_queue_work_3.c
+tests_man_examples_evexec_queue_work_3_CFLAGS = $(evexec_example_cflags)
+tests_man_examples_evexec_queue_work_3_LDADD = $(evexec_prog_libs)
+tests_man_examples_evexec_queue_work_3_LDFLAGS = $(evexec_prog_link_flags)
+tests/man-examples/evexec_queue_work_3.c: $(srcdir)/man/evexec_queue_work.3 \
+		$(srcdir)/tests/man-examples/extract.sh
+	$(AM_V_GEN)$(MKDIR_P) tests/man-examples && \
+	$(evexec_extract) $(srcdir)/man/evexec_queue_work.3 >$@.tmp && mv -f $@.tmp $@
+
+CLEANFILES += tests/man-examples/evexec_queue_work_3.c
