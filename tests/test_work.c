@@ -1149,6 +1149,81 @@ Test(work, cancel_of_a_request_that_a_pool_shutdown_cancelled_returns_true)
     free_loop();
 }
 
+/* The shutdown of the race below, from another thread. */
+struct shutter {
+    struct evexec_pool *pool;
+    atomic_bool started;
+};
+
+static void *shutter_main(void *arg)
+{
+    struct shutter *sh = arg;
+    atomic_store(&sh->started, true);
+    evexec_pool_shutdown(sh->pool, EVEXEC_SHUTDOWN_CANCEL_PENDING);
+    return NULL;
+}
+
+static void spin_us(long us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
+}
+
+/* A shutdown takes the whole queue at once and then cancels the requests one
+ * by one: a cancel in between must still answer true, since none of them
+ * will ever run. The delays only move the cancels across that window; no
+ * outcome depends on them. */
+Test(work, cancel_racing_a_pool_shutdown_on_another_thread_returns_true_for_every_request_that_never_runs)
+{
+    setup();
+    enum { N = 4000 };
+    static struct job jobs[N];
+    static const long delays_us[] = {0, 10, 50, 200, 1000};
+    long wrong = 0;
+    for (size_t d = 0; d < sizeof(delays_us) / sizeof(delays_us[0]); d++) {
+        struct evexec_pool *pool = new_pool(1);
+        struct gate g;
+        gate_init(&g);
+        struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &g, NULL);
+        cr_assert_not_null(blocker);
+        cr_assert(gate_wait_arrived(&g, 1));
+        for (int i = 0; i < N; i++) {
+            job_init(&jobs[i], i);
+            jobs[i].store_result = false;
+            cr_assert_eq(queue_job(pool, &jobs[i]), 0);
+        }
+        struct shutter sh = {.pool = pool};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, shutter_main, &sh), 0);
+        while (!atomic_load(&sh.started))
+            ;
+        spin_us(delays_us[d]);
+        long falses = 0;
+        for (int i = 0; i < N; i++)
+            falses += !evexec_work_cancel(&jobs[i].req); /* the only worker is held */
+        pthread_join(t, NULL);
+        gate_open(&g);
+        dispatch();
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(atomic_load(&jobs[i].after_calls), 1);
+            cr_assert_eq(jobs[i].after_status, ECANCELED);
+            cr_assert_eq(atomic_load(&jobs[i].ran), 0);
+        }
+        if (falses)
+            cr_log_warn("delay %ld us: %ld of %d cancels answered false", delays_us[d], falses, N);
+        wrong += falses;
+        evexec_pool_free(pool);
+        evexec_cfuture_release(blocker);
+        gate_destroy(&g);
+    }
+    cr_assert_eq(wrong, 0, "evexec_work_cancel answered false %ld times for requests that "
+                 "never ran (a pool shutdown on another thread was cancelling them)", wrong);
+    free_loop();
+}
+
 /* What evexec_queue_work answered when an after tried to queue again from
  * inside evexec_loop_free. */
 static int requeue_in_free_rc = -1;
