@@ -7,7 +7,7 @@
 if HAVE_CRITERION
 if !EVEXEC_TSAN
 bridge_criterion_tests = tests/test_loop tests/test_future tests/test_chain \
-	tests/test_combine tests/test_default_pool
+	tests/test_combine tests/test_default_pool tests/test_work
 check_PROGRAMS += $(bridge_criterion_tests)
 TESTS += $(bridge_criterion_tests)
 VALGRIND_SUITES += tests/test_loop
@@ -36,6 +36,11 @@ tests_test_default_pool_SOURCES = tests/test_default_pool.c tests/testutil.h
 tests_test_default_pool_CFLAGS = $(test_cflags)
 tests_test_default_pool_LDADD = $(test_libs)
 tests_test_default_pool_LDFLAGS = $(evexec_prog_link_flags)
+
+tests_test_work_SOURCES = tests/test_work.c tests/testutil.h
+tests_test_work_CFLAGS = $(test_cflags)
+tests_test_work_LDADD = $(test_libs)
+tests_test_work_LDFLAGS = $(evexec_prog_link_flags)
 endif
 endif
 
@@ -63,3 +68,13 @@ tests_plain_stress_default_pool_SOURCES = tests/plain_stress_default_pool.c test
 tests_plain_stress_default_pool_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
 tests_plain_stress_default_pool_LDADD = $(evexec_prog_libs)
 tests_plain_stress_default_pool_LDFLAGS = $(evexec_prog_link_flags)
+
+# The request layer: cancel against the workers, evexec_loop_free against
+# late outcomes, requests queued again from their after, limited views and
+# pool shutdowns, swept over rounds: every build, TSan's included.
+check_PROGRAMS += tests/plain_stress_work
+TESTS += tests/plain_stress_work
+tests_plain_stress_work_SOURCES = tests/plain_stress_work.c tests/testutil.h
+tests_plain_stress_work_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS)
+tests_plain_stress_work_LDADD = $(evexec_prog_libs)
+tests_plain_stress_work_LDFLAGS = $(evexec_prog_link_flags)
