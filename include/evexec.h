@@ -503,7 +503,7 @@ struct evexec_loop_stats {
     uint64_t foreign_posts;   /**< items received from other threads */
     uint64_t wakeup_writes;   /**< writes to the wakeup descriptor */
     uint64_t drains;          /**< passes over the queue */
-    uint64_t in_flight;       /**< chained futures waiting for their work */
+    uint64_t in_flight;       /**< futures and requests waiting for their work */
     uint64_t spins;           /**< end-of-pass polls that caught a completion */
     uint64_t spins_missed;    /**< end-of-pass polls that timed out */
     /** Wakeup writes that failed for another reason than a full descriptor
@@ -770,8 +770,9 @@ typedef void (*evexec_after_fn)(struct evexec_work *req, int status, void *resul
  * @return 0, or EINVAL (a NULL loop, req, work or after), ESHUTDOWN,
  *   EVEXEC_EBROKEN, EAGAIN (a bounded queue is full), EVEXEC_ECLOSED,
  *   EVEXEC_EFORKED (loop or pool made before fork()), or an error of
- *   evexec_loop_default_pool(); on error after is never called and req is
- *   untouched by the library.
+ *   evexec_loop_default_pool(); on error after is never called, req is
+ *   the program's again and req->data was not touched (a request refused
+ *   for its arguments or its loop is not touched at all).
  */
 EVEXEC_EXPORT int evexec_queue_work(struct evexec_loop *loop, struct evexec_pool *pool,
                                     struct evexec_work *req, evexec_work_fn work,

@@ -23,6 +23,7 @@ struct evexec__cb_node {
 #define EVEXEC__CF_CANCEL_REQUESTED 0x4u  /* cancel asked while running */
 #define EVEXEC__CF_TAKEN            0x8u  /* result taken by a _take_result */
 #define EVEXEC__CF_MANY             0x10u /* evexec_cfuture_wait_many waits for it */
+#define EVEXEC__CF_SHUTDOWN_CANCEL  0x20u /* taken by a shutdown, to be cancelled */
 
 /* A task and its concurrent future are one object. */
 struct evexec_cfuture {

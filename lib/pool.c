@@ -250,8 +250,12 @@ struct evexec_cfuture *evexec__pool_take_to_fail(struct evexec_pool *pool)
 struct evexec_cfuture *evexec__pool_take_to_cancel(struct evexec_pool *pool)
 {
     struct evexec_cfuture *list = queue_take_all(pool);
-    for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext)
+    for (struct evexec_cfuture *cf = list; cf; cf = cf->qnext) {
+        /* Out of the queue but still PENDING until evexec__pool_cancel_list
+         * reaches it: a request's cancel meanwhile must know it never runs. */
+        atomic_fetch_or_explicit(&cf->flags, EVEXEC__CF_SHUTDOWN_CANCEL, memory_order_relaxed);
         pool->cancelled++;
+    }
     return list;
 }
 

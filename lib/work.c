@@ -53,11 +53,13 @@ bool evexec__request_cancel(struct evexec__request *r)
                 return true;
             }
             /* Not queued any more: a worker started it after the state
-             * was read (ask it to stop), or a pool shutdown took it and
-             * settles it (its delivery comes from there). */
+             * was read (ask it to stop), or a pool shutdown took it to
+             * cancel it (flagged under the lock unqueue took; its delivery
+             * comes from there), or to fail it (then it is RUNNING). */
             state = atomic_load(&r->cf.state);
             if (state == EVEXEC_PENDING)
-                return false;
+                return atomic_load_explicit(&r->cf.flags, memory_order_relaxed) &
+                       EVEXEC__CF_SHUTDOWN_CANCEL;
             continue;
         case EVEXEC_RUNNING:
             atomic_fetch_or(&r->cf.flags, EVEXEC__CF_CANCEL_REQUESTED);
