@@ -236,6 +236,11 @@ static void on_shutdown_poll(evutil_socket_t fd, short what, void *arg)
 static void on_shutdown_joined(struct evexec__handle *h, bool discard)
 {
     struct pool_shutdown *op = evexec__container_of(h, struct pool_shutdown, joined);
+    /* The helper joined every thread; the memory goes here, on the loop
+     * thread, which may still be cancelling a request of the pool (that
+     * looks at the pool's queue under its lock). */
+    if (op->owned)
+        evexec_pool_free(op->pool);
     if (!discard)
         shutdown_finish(op, 0);
     evexec_future_release(&op->f); /* the helper's or the pass's reference */
@@ -244,12 +249,12 @@ static void on_shutdown_joined(struct evexec__handle *h, bool discard)
 static void *shutdown_thread(void *arg)
 {
     struct pool_shutdown *op = arg;
-    evexec_pool_free(op->pool);
+    (void)evexec_pool_shutdown(op->pool, EVEXEC_SHUTDOWN_WAIT);
     evexec__loop_post(op->f.loop, &op->joined);
     return NULL;
 }
 
-/* The loop's own pool: free it on a helper thread. */
+/* The loop's own pool: join its threads on a helper thread. */
 static int start_helper(struct pool_shutdown *op)
 {
     /* The helper blocks every signal, as workers do: signals stay with the

@@ -171,6 +171,12 @@ void evexec__misuse(const char *func, const char *what)
 #ifdef EVEXEC_FAULT_INJECTION
 static _Atomic long alloc_countdown, thread_countdown;
 static _Atomic long alloc_count, thread_count;
+static void (*_Atomic alloc_hook)(void);
+
+void evexec__fault_set_alloc_hook(void (*hook)(void))
+{
+    atomic_store(&alloc_hook, hook);
+}
 
 void evexec__fault_fail_alloc(long nth)
 {
@@ -195,6 +201,9 @@ long evexec__fault_thread_count(void)
 /* True if this attempt is the one that must fail. */
 static bool fault_hit(_Atomic long *countdown, _Atomic long *count)
 {
+    void (*hook)(void) = atomic_load(&alloc_hook);
+    if (hook && count == &alloc_count)
+        hook();
     atomic_fetch_add(count, 1);
     long n = atomic_load(countdown);
     while (n > 0) {

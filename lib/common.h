@@ -94,6 +94,9 @@ EVEXEC_EXPORT void evexec__fault_fail_alloc(long nth);
 EVEXEC_EXPORT void evexec__fault_fail_thread(long nth);
 EVEXEC_EXPORT long evexec__fault_alloc_count(void);
 EVEXEC_EXPORT long evexec__fault_thread_count(void);
+/* Called before every allocation (NULL: none), so a test can hold a thread
+ * at an exact point of the library to order a race. */
+EVEXEC_EXPORT void evexec__fault_set_alloc_hook(void (*hook)(void));
 #endif
 
 /* ---- sync.c ------------------------------------------------------------- */

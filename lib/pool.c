@@ -589,9 +589,7 @@ static void worker_run(struct worker *w, struct evexec_cfuture *cf)
 
 static bool queue_nonempty(const void *ctx)
 {
-    const struct evexec_pool *pool = ctx;
-    return atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0 ||
-           atomic_load_explicit(&pool->incoming, memory_order_relaxed) != NULL;
+    return evexec__pool_work_waiting(ctx);
 }
 
 /* Spin outside the lock for work to come, if worthwhile (one spinner is

@@ -73,6 +73,14 @@ struct evexec_pool {
     char name[16];
 };
 
+/* Without the lock: whether pool has tasks waiting for a worker, in its queue
+ * or on its lock-free path (pool.c). */
+static inline bool evexec__pool_work_waiting(const struct evexec_pool *pool)
+{
+    return atomic_load_explicit(&pool->queued_hint, memory_order_relaxed) > 0 ||
+           atomic_load_explicit(&pool->incoming, memory_order_relaxed) != NULL;
+}
+
 /* ---- the FIFO queue (pool lock held) --------------------------------------- */
 
 static inline void evexec__pool_queue_push(struct evexec_pool *pool,

@@ -123,11 +123,16 @@ static int pump_start(struct evexec_pool *view)
     struct evexec_cfuture *pump = evexec__malloc(sizeof(*pump));
     if (!pump)
         return ENOMEM;
-    evexec__cfuture_init(pump, pump_run, view, NULL, 2); /* the queue + on_done */
+    /* The queue's, on_done's, and this call's: a parent that is a view
+     * itself reads the pump again if its own pump fails, and the pump may
+     * have run and gone by then. */
+    evexec__cfuture_init(pump, pump_run, view, NULL, 3);
     pump->on_done = pump_done;
     int err = evexec__pool_submit_cf(view->parent, pump);
     if (err)
         evexec__free(pump);
+    else
+        evexec_cfuture_release(pump);
     return err;
 }
 
@@ -158,7 +163,7 @@ static int pump_run(void *arg, void **result)
             evexec_cfuture_release(cf); /* the queue's reference */
         }
         if (atomic_load_explicit(&view->queued_hint, memory_order_relaxed) > 0 &&
-            atomic_load_explicit(&view->parent->queued_hint, memory_order_relaxed) > 0 &&
+            evexec__pool_work_waiting(view->parent) &&
             pump_start(view) == 0) {
             current_pump = frame.outer;
             return 0; /* the slot is the new pump's */

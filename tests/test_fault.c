@@ -38,16 +38,18 @@
 
 #include "evexec.h"
 
-/* The test hooks (lib/evexec-internal.h), exported by fault-injection builds. */
+/* The test hooks (lib/common.h), exported by fault-injection builds. */
 void evexec__fault_fail_alloc(long nth);
 void evexec__fault_fail_thread(long nth);
 long evexec__fault_alloc_count(void);
 long evexec__fault_thread_count(void);
+void evexec__fault_set_alloc_hook(void (*hook)(void));
 
 static void disarm(void)
 {
     evexec__fault_fail_alloc(0);
     evexec__fault_fail_thread(0);
+    evexec__fault_set_alloc_hook(NULL);
 }
 
 TestSuite(fault, .timeout = 120, .fini = disarm);
@@ -805,4 +807,102 @@ Test(fault, run_in_executor_without_any_thread_fails_on_the_loop_with_eagain)
     event_base_free(base);
     tally_check("run_in_executor threads", 1);
     assert_no_leaks();
+}
+
+/* ---- a view of a view whose pump cannot be made ---------------------------- */
+
+/* The submitting thread's allocations are counted; at its third, the hook
+ * holds it on this gate while the test lets the other threads move. */
+static _Thread_local int nested_allocs_armed;
+static struct gate nested_hold;
+
+static void nested_alloc_hook(void)
+{
+    if (nested_allocs_armed > 0 && --nested_allocs_armed == 0)
+        gate_pass(&nested_hold);
+}
+
+static int nested_wait_gate(void *arg, void **result)
+{
+    (void)result;
+    gate_pass(arg);
+    return 0;
+}
+
+static int nested_noop(void *arg, void **result)
+{
+    (void)arg;
+    (void)result;
+    return 0;
+}
+
+struct nested_submit {
+    struct evexec_pool *inner;
+    struct evexec_cfuture *y;
+};
+
+static void *nested_submitter(void *arg)
+{
+    struct nested_submit *s = arg;
+    /* 1: the task's cfuture, 2: the inner view's pump, 3: the outer view's
+     * pump, made once the inner pump is queued in the outer view: held
+     * there, then failed. */
+    nested_allocs_armed = 3;
+    evexec__fault_fail_alloc(3);
+    s->y = evexec_pool_submit(s->inner, nested_noop, NULL, NULL);
+    nested_allocs_armed = 0;
+    return NULL;
+}
+
+/* V2 on V1 (two slots, one held) on a pool: a submission to V2 queues V2's
+ * pump in V1; while V1's own new pump is being made, V1's running pump runs
+ * V2's pump to its end, which frees it; then that new pump cannot be made.
+ * The failed submission must not look at the inner pump it queued (it used
+ * to read it to see whether it was still queued: a use-after-free that
+ * AddressSanitizer reports and a plain build could crash on). */
+Test(fault, a_failed_pump_of_a_view_never_touches_the_inner_views_pump_that_already_ran)
+{
+    struct evexec_pool_config cfg = { .max_workers = 1, .flags = EVEXEC_POOL_NO_SPIN };
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool);
+    struct evexec_pool *outer = evexec_pool_new_limited(pool, 2);
+    struct evexec_pool *inner = evexec_pool_new_limited(outer, 1);
+    cr_assert(outer && inner);
+    struct gate hold_a;
+    gate_init(&hold_a);
+    gate_init(&nested_hold);
+    struct evexec_cfuture *a = evexec_pool_submit(outer, nested_wait_gate, &hold_a, NULL);
+    cr_assert_not_null(a);
+    cr_assert(gate_wait_arrived(&hold_a, 1)); /* the outer view's first pump runs a */
+    evexec__fault_set_alloc_hook(nested_alloc_hook);
+    struct nested_submit s = { inner, NULL };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, nested_submitter, &s), 0);
+    cr_assert(gate_wait_arrived(&nested_hold, 1)); /* the inner pump is queued in outer */
+    gate_open(&hold_a); /* a ends; outer's pump runs the inner pump, then y */
+    cr_assert_eq(evexec_cfuture_wait(a, 10000), 0);
+    /* y is not returned yet; wait for the inner view to have run it. */
+    struct evexec_pool_stats st;
+    for (int i = 0; i < 10000; i++) {
+        cr_assert_eq(evexec_pool_get_stats(inner, &st), 0);
+        if (st.completed == 1 && st.running == 0)
+            break;
+        sleep_ms(1);
+    }
+    cr_assert_eq(st.completed, 1, "the inner view's task did not run");
+    sleep_ms(20); /* let the inner pump's last reference go */
+    gate_open(&nested_hold);
+    pthread_join(t, NULL);
+    evexec__fault_set_alloc_hook(NULL);
+    /* The task ran, so its submission succeeded whatever the outer pump did. */
+    cr_assert_not_null(s.y, "the submission failed: %s", evexec_strerror(errno));
+    cr_assert_eq(evexec_cfuture_wait(s.y, 10000), 0);
+    cr_assert_eq(evexec_cfuture_result(s.y, 0, NULL), 0);
+    evexec_cfuture_release(s.y);
+    evexec_cfuture_release(a);
+    evexec_pool_free(inner);
+    evexec_pool_free(outer);
+    evexec_pool_free(pool);
+    gate_destroy(&hold_a);
+    gate_destroy(&nested_hold);
 }

@@ -1030,3 +1030,50 @@ Test(view, freeing_the_middle_of_three_first_runs_the_inner_views_queue)
     evexec_pool_free(pool);
     gate_destroy(&g);
 }
+
+/* The order the tasks of the next test ran in. */
+static _Atomic unsigned yield_seq;
+struct yield_task {
+    struct gate *gate; /* the first one holds the only worker */
+    unsigned ran_at;
+};
+
+static int yield_work(void *arg, void **result)
+{
+    (void)result;
+    struct yield_task *t = arg;
+    if (t->gate)
+        gate_pass(t->gate);
+    t->ran_at = atomic_fetch_add(&yield_seq, 1);
+    return 0;
+}
+
+/* While every worker is busy the parent takes submissions without its lock;
+ * such a task must still count as the parent's other work, to which a
+ * view's pump hands its slot after each task. */
+Test(view, a_views_slot_goes_to_parent_work_submitted_while_every_worker_was_busy)
+{
+    struct evexec_pool *pool = pool_of(1);
+    struct evexec_pool *view = limited(pool, 1);
+    struct gate gate;
+    gate_init(&gate);
+    struct yield_task v1 = { &gate, 0 }, v2 = { NULL, 0 }, v3 = { NULL, 0 }, p1 = { NULL, 0 };
+    struct evexec_cfuture *f[4];
+    cr_assert_not_null(f[0] = evexec_pool_submit(view, yield_work, &v1, NULL));
+    cr_assert(gate_wait_arrived(&gate, 1));
+    cr_assert_not_null(f[1] = evexec_pool_submit(view, yield_work, &v2, NULL));
+    cr_assert_not_null(f[2] = evexec_pool_submit(view, yield_work, &v3, NULL));
+    cr_assert_not_null(f[3] = evexec_pool_submit(pool, yield_work, &p1, NULL));
+    gate_open(&gate);
+    for (int i = 0; i < 4; i++) {
+        wait_ok(f[i]);
+        evexec_cfuture_release(f[i]);
+    }
+    cr_assert_eq(v1.ran_at, 0);
+    cr_assert_eq(p1.ran_at, 1, "the parent's task ran %u-th, after the view's queue",
+                 p1.ran_at + 1);
+    cr_assert(v2.ran_at < v3.ran_at);
+    evexec_pool_free(view);
+    evexec_pool_free(pool);
+    gate_destroy(&gate);
+}
