@@ -717,7 +717,9 @@ EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop
  *
  * The request is the caller's again once after has been called, and not
  * before: after may free it, or queue it again. Queueing a request that is
- * still in flight is undefined.
+ * still in flight is undefined. A pool must outlive the requests queued on
+ * it (free it once their afters ran, or on the loop thread): a cancel looks
+ * at the pool's queue.
  *
  * When evexec_loop_free() is called with requests in flight, every one of
  * them still gets its after, exactly once, with status ECANCELED: those still
