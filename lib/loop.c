@@ -237,11 +237,14 @@ void evexec__loop_post(struct evexec_loop *loop, struct evexec__handle *h)
     evexec__loop_release(loop);
 }
 
-/* Move the foreign stack, in push order, to the end of the ready queue. */
-static void take_foreign(struct evexec_loop *loop)
+/* Move the foreign stack, in push order, to the end of the ready queue;
+ * how many items it held. The newest item, taken first, ends up last. */
+static uint64_t take_foreign(struct evexec_loop *loop)
 {
     struct evexec__handle *list = atomic_exchange(&loop->foreign, NULL);
-    struct evexec__handle *fifo = NULL, **tail;
+    if (!list)
+        return 0;
+    struct evexec__handle *fifo = NULL, **tail = &list->next;
     uint64_t n = 0;
     while (list) {
         struct evexec__handle *h = list;
@@ -250,13 +253,10 @@ static void take_foreign(struct evexec_loop *loop)
         fifo = h;
         n++;
     }
-    if (!fifo)
-        return;
     loop->foreign_posts += n;
     *loop->ready_tail = fifo;
-    for (tail = &fifo->next; *tail; tail = &(*tail)->next)
-        ;
     loop->ready_tail = tail;
+    return n;
 }
 
 void evexec__loop_update_listening(struct evexec_loop *loop)
