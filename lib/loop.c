@@ -12,10 +12,10 @@
  * Wakeups: a producer writes the wakeup fd (eventfd, or a non-blocking pipe)
  * only when its push found the stack empty and the loop is not draining. The
  * loop sets `draining` before it takes the stack and clears it after the
- * drain, then looks at the stack once more; these two pairs of seq_cst
- * operations ensure a push is either taken by a drain, seen by the post-drain
- * check (which schedules another pass without a syscall), or followed by a
- * write. No wakeup is lost and a flood costs a handful of writes.
+ * drain (a yield before the drain included, below), then looks at the
+ * stack once more; these two pairs of seq_cst operations ensure a push is
+ * either taken by a drain, seen by the post-drain check (which schedules
+ * another pass without a syscall), or followed by a write. No wakeup is lost and a flood costs a handful of writes.
  *
  * Passes: a drain runs what was queued when it started. What is queued
  * meanwhile runs on the next pass: run_ev is then added with a zero timeout,
@@ -33,6 +33,21 @@
  * as many loops as CPUs it may use: each spinning loop would take a CPU from
  * the workers it waits for (eight loops on two CPUs ran at a third of the
  * speed). Nor after a pass that ran out of time (see drain()).
+ *
+ * Yielding: while the process has as many loops as CPUs, a loop woken by a
+ * write while less than half of its work in flight has come back gives its
+ * CPU away once (sched_yield) before it takes the stack again, still
+ * `draining`. The write has just woken it on the CPU of the worker that
+ * wrote, which it usually preempts (the more so as workers run niced below
+ * the loops by default). Taking that worker's completions one per wakeup,
+ * the loop would resubmit one task at a time, the pool's queue would fill
+ * with single tasks of every loop, and each completion would find the stack
+ * empty and write again: eight loops on two CPUs wrote 5-20 times per window
+ * of 256 tasks, where libuv writes about once. After the yield the worker
+ * has finished its run and the loop takes it whole: about one write per
+ * window. With nothing else runnable on the CPU the yield returns at once. A
+ * yield that caught nothing more backs off as a missed spin does, so a loop
+ * waiting for long tasks does not hand its CPU to them at every wakeup.
  *
  * Liveness: wake_ev is added only while the loop has chained futures in
  * flight or is referenced (evexec_loop_ref), so an idle bridge lets
@@ -57,6 +72,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -285,6 +301,16 @@ static void spin_for_completions(struct evexec_loop *loop)
     evexec__backoff_outcome(&loop->spin_backoff, caught);
 }
 
+/* Whether to yield before taking the completions (see the top of the file):
+ * with as many loops as CPUs, most of the work still out, and no recent
+ * yield that caught nothing. */
+static bool yield_before_drain(struct evexec_loop *loop, uint64_t took)
+{
+    return loop->in_flight > 2 * took &&
+           atomic_load_explicit(&live_loops, memory_order_relaxed) >= loop->cpus &&
+           evexec__backoff_ready(&loop->yield_backoff);
+}
+
 /* Callbacks run between two looks at the clock. */
 #define PASS_CHECK_EVERY 16
 
@@ -308,9 +334,18 @@ static void cut_pass(struct evexec_loop *loop)
 static void drain(struct evexec_loop *loop, bool readable)
 {
     atomic_store(&loop->draining, true);
-    if (readable)
+    if (readable) {
         wake_drain(loop);
-    take_foreign(loop);
+        uint64_t took = take_foreign(loop);
+        if (yield_before_drain(loop, took)) {
+            /* Still `draining`: what completes meanwhile is pushed without
+             * a write and taken here. */
+            sched_yield();
+            evexec__backoff_outcome(&loop->yield_backoff, take_foreign(loop) > 0);
+        }
+    } else {
+        take_foreign(loop);
+    }
 
     loop->batch_head = loop->ready_head;
     loop->batch_tail = loop->batch_head ? loop->ready_tail : &loop->batch_head;

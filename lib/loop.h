@@ -49,6 +49,7 @@ struct evexec_loop {
     unsigned cpus;                     /* the process may use; no spin with as many loops */
     struct evexec__backoff spin_backoff;
     uint64_t spins, spins_missed;
+    struct evexec__backoff yield_backoff; /* yield before a drain: drain() */
     bool listening;
     unsigned user_refs;
     size_t in_flight;                  /* producers' work the loop must wait for */
