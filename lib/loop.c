@@ -45,9 +45,11 @@
  * empty and write again: eight loops on two CPUs wrote 5-20 times per window
  * of 256 tasks, where libuv writes about once. After the yield the worker
  * has finished its run and the loop takes it whole: about one write per
- * window. With nothing else runnable on the CPU the yield returns at once. A
- * yield that caught nothing more backs off as a missed spin does, so a loop
- * waiting for long tasks does not hand its CPU to them at every wakeup.
+ * window. With nothing else runnable on the CPU the yield returns at once.
+ * Only a wakeup that comes within a millisecond of the previous pass yields,
+ * and a yield that caught nothing more backs off as a missed spin does, so a
+ * loop waiting for long tasks does not hand its CPU (and its timers' time)
+ * to them.
  *
  * Liveness: wake_ev is added only while the loop has chained futures in
  * flight or is referenced (evexec_loop_ref), so an idle bridge lets
@@ -301,12 +303,17 @@ static void spin_for_completions(struct evexec_loop *loop)
     evexec__backoff_outcome(&loop->spin_backoff, caught);
 }
 
+/* A yield pays while completions keep the loop busy: its wakeups then come
+ * well under a millisecond apart. Work that takes longer gains nothing from
+ * one, and the loop's timers would wait for a worker's time slice. */
+#define YIELD_WITHIN_NS 1000000u
+
 /* Whether to yield before taking the completions (see the top of the file):
- * with as many loops as CPUs, most of the work still out, and no recent
- * yield that caught nothing. */
-static bool yield_before_drain(struct evexec_loop *loop, uint64_t took)
+ * with as many loops as CPUs, most of the work still out, the previous pass
+ * recent, and no recent yield that caught nothing. */
+static bool yield_before_drain(struct evexec_loop *loop, uint64_t took, uint64_t now)
 {
-    return loop->in_flight > 2 * took &&
+    return loop->in_flight > 2 * took && now - loop->pass_start_ns < YIELD_WITHIN_NS &&
            atomic_load_explicit(&live_loops, memory_order_relaxed) >= loop->cpus &&
            evexec__backoff_ready(&loop->yield_backoff);
 }
@@ -334,25 +341,27 @@ static void cut_pass(struct evexec_loop *loop)
 static void drain(struct evexec_loop *loop, bool readable)
 {
     atomic_store(&loop->draining, true);
+    uint64_t start = evexec__now_ns();
     if (readable) {
         wake_drain(loop);
         uint64_t took = take_foreign(loop);
-        if (yield_before_drain(loop, took)) {
+        if (yield_before_drain(loop, took, start)) {
             /* Still `draining`: what completes meanwhile is pushed without
              * a write and taken here. */
             sched_yield();
             evexec__backoff_outcome(&loop->yield_backoff, take_foreign(loop) > 0);
+            start = evexec__now_ns();
         }
     } else {
         take_foreign(loop);
     }
+    loop->pass_start_ns = start;
 
     loop->batch_head = loop->ready_head;
     loop->batch_tail = loop->batch_head ? loop->ready_tail : &loop->batch_head;
     loop->ready_head = NULL;
     loop->ready_tail = &loop->ready_head;
     loop->in_drain = true;
-    uint64_t start = evexec__now_ns();
     bool long_pass = false;
     unsigned ran = 0;
     while (loop->batch_head) {

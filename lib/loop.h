@@ -50,6 +50,7 @@ struct evexec_loop {
     struct evexec__backoff spin_backoff;
     uint64_t spins, spins_missed;
     struct evexec__backoff yield_backoff; /* yield before a drain: drain() */
+    uint64_t pass_start_ns;            /* when the last pass began */
     bool listening;
     unsigned user_refs;
     size_t in_flight;                  /* producers' work the loop must wait for */
