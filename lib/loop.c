@@ -12,10 +12,10 @@
  * Wakeups: a producer writes the wakeup fd (eventfd, or a non-blocking pipe)
  * only when its push found the stack empty and the loop is not draining. The
  * loop sets `draining` before it takes the stack and clears it after the
- * drain, then looks at the stack once more; these two pairs of seq_cst
- * operations ensure a push is either taken by a drain, seen by the post-drain
- * check (which schedules another pass without a syscall), or followed by a
- * write. No wakeup is lost and a flood costs a handful of writes.
+ * drain (a yield before the drain included, below), then looks at the
+ * stack once more; these two pairs of seq_cst operations ensure a push is
+ * either taken by a drain, seen by the post-drain check (which schedules
+ * another pass without a syscall), or followed by a write. No wakeup is lost and a flood costs a handful of writes.
  *
  * Passes: a drain runs what was queued when it started. What is queued
  * meanwhile runs on the next pass: run_ev is then added with a zero timeout,
@@ -33,6 +33,23 @@
  * as many loops as CPUs it may use: each spinning loop would take a CPU from
  * the workers it waits for (eight loops on two CPUs ran at a third of the
  * speed). Nor after a pass that ran out of time (see drain()).
+ *
+ * Yielding: while the process has as many loops as CPUs, a loop woken by a
+ * write while less than half of its work in flight has come back gives its
+ * CPU away once (sched_yield) before it takes the stack again, still
+ * `draining`. The write has just woken it on the CPU of the worker that
+ * wrote, which it usually preempts (the more so as workers run niced below
+ * the loops by default). Taking that worker's completions one per wakeup,
+ * the loop would resubmit one task at a time, the pool's queue would fill
+ * with single tasks of every loop, and each completion would find the stack
+ * empty and write again: eight loops on two CPUs wrote 5-20 times per window
+ * of 256 tasks, where libuv writes about once. After the yield the worker
+ * has finished its run and the loop takes it whole: about one write per
+ * window. With nothing else runnable on the CPU the yield returns at once.
+ * Only a wakeup that comes within a millisecond of the previous pass yields,
+ * and a yield that caught nothing more backs off as a missed spin does, so a
+ * loop waiting for long tasks does not hand its CPU (and its timers' time)
+ * to them.
  *
  * Liveness: wake_ev is added only while the loop has chained futures in
  * flight or is referenced (evexec_loop_ref), so an idle bridge lets
@@ -57,6 +74,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -237,11 +255,14 @@ void evexec__loop_post(struct evexec_loop *loop, struct evexec__handle *h)
     evexec__loop_release(loop);
 }
 
-/* Move the foreign stack, in push order, to the end of the ready queue. */
-static void take_foreign(struct evexec_loop *loop)
+/* Move the foreign stack, in push order, to the end of the ready queue;
+ * how many items it held. The newest item, taken first, ends up last. */
+static uint64_t take_foreign(struct evexec_loop *loop)
 {
     struct evexec__handle *list = atomic_exchange(&loop->foreign, NULL);
-    struct evexec__handle *fifo = NULL, **tail;
+    if (!list)
+        return 0;
+    struct evexec__handle *fifo = NULL, **tail = &list->next;
     uint64_t n = 0;
     while (list) {
         struct evexec__handle *h = list;
@@ -250,13 +271,10 @@ static void take_foreign(struct evexec_loop *loop)
         fifo = h;
         n++;
     }
-    if (!fifo)
-        return;
     loop->foreign_posts += n;
     *loop->ready_tail = fifo;
-    for (tail = &fifo->next; *tail; tail = &(*tail)->next)
-        ;
     loop->ready_tail = tail;
+    return n;
 }
 
 void evexec__loop_update_listening(struct evexec_loop *loop)
@@ -285,6 +303,21 @@ static void spin_for_completions(struct evexec_loop *loop)
     evexec__backoff_outcome(&loop->spin_backoff, caught);
 }
 
+/* A yield pays while completions keep the loop busy: its wakeups then come
+ * well under a millisecond apart. Work that takes longer gains nothing from
+ * one, and the loop's timers would wait for a worker's time slice. */
+#define YIELD_WITHIN_NS 1000000u
+
+/* Whether to yield before taking the completions (see the top of the file):
+ * with as many loops as CPUs, most of the work still out, the previous pass
+ * recent, and no recent yield that caught nothing. */
+static bool yield_before_drain(struct evexec_loop *loop, uint64_t took, uint64_t now)
+{
+    return loop->in_flight > 2 * took && now - loop->pass_start_ns < YIELD_WITHIN_NS &&
+           atomic_load_explicit(&live_loops, memory_order_relaxed) >= loop->cpus &&
+           evexec__backoff_ready(&loop->yield_backoff);
+}
+
 /* Callbacks run between two looks at the clock. */
 #define PASS_CHECK_EVERY 16
 
@@ -308,16 +341,27 @@ static void cut_pass(struct evexec_loop *loop)
 static void drain(struct evexec_loop *loop, bool readable)
 {
     atomic_store(&loop->draining, true);
-    if (readable)
+    uint64_t start = evexec__now_ns();
+    if (readable) {
         wake_drain(loop);
-    take_foreign(loop);
+        uint64_t took = take_foreign(loop);
+        if (yield_before_drain(loop, took, start)) {
+            /* Still `draining`: what completes meanwhile is pushed without
+             * a write and taken here. */
+            sched_yield();
+            evexec__backoff_outcome(&loop->yield_backoff, take_foreign(loop) > 0);
+            start = evexec__now_ns();
+        }
+    } else {
+        take_foreign(loop);
+    }
+    loop->pass_start_ns = start;
 
     loop->batch_head = loop->ready_head;
     loop->batch_tail = loop->batch_head ? loop->ready_tail : &loop->batch_head;
     loop->ready_head = NULL;
     loop->ready_tail = &loop->ready_head;
     loop->in_drain = true;
-    uint64_t start = evexec__now_ns();
     bool long_pass = false;
     unsigned ran = 0;
     while (loop->batch_head) {

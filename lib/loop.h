@@ -51,6 +51,8 @@ struct evexec_loop {
     unsigned cpus;                     /* the process may use; no spin with as many loops */
     struct evexec__backoff spin_backoff;
     uint64_t spins, spins_missed;
+    struct evexec__backoff yield_backoff; /* yield before a drain: drain() */
+    uint64_t pass_start_ns;            /* when the last pass began */
     bool listening;
     unsigned user_refs;
     size_t in_flight;                  /* producers' work the loop must wait for */

@@ -19,11 +19,16 @@
  * Phase B: the same traffic, then evexec_loop_free while work is in flight
  * (own pool and the loop's default pool): no callback runs after it, every
  * late result is freed.
+ * Phase C: more loops than CPUs, each in its own thread with a window of
+ * tasks in flight on one shared pool and a foreign producer: the wakeups of
+ * loops that yield their CPU before a drain (see phase_c) lose nothing.
  *
  * Bounded by counts and by time (phases stop starting work after a few
  * seconds); a watchdog breaks a dispatch that runs away. The seed is printed
  * and read from EVEXEC_STRESS_SEED to replay a run.
  */
+#include "config.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
@@ -518,6 +523,257 @@ static void phase_b(unsigned workers, int ntasks)
      * records: leave them allocated. */
 }
 
+/* ---- phase C: more loops than CPUs, each with a window in flight -------- */
+
+/*
+ * With as many loops as CPUs or more, a loop woken while most of its work is
+ * still out first gives the CPU back (sched_yield) and only then takes its
+ * completions; it stays `draining` meanwhile, so workers push without
+ * writing the wakeup. A completion or a foreign post lost in that window
+ * would leave its loop waiting forever: the watchdog ends the dispatch and
+ * the checks fail. Each loop has its own thread, window (1-64), task mix
+ * (instant to a short sleep) and foreign producer; all share one pool. All
+ * loops exist before any starts and until every one has ended, so the count
+ * of loops stays at or above the CPUs throughout.
+ */
+
+#define C_MAX_LOOPS 12
+
+struct c_loop {
+    int id;
+    pthread_t thread, producer;
+    struct event_base *base;
+    struct evexec_loop *loop;
+    uint64_t rng;              /* this loop's thread only */
+    unsigned window;
+    long ntasks, submitted, done;
+    unsigned char *done_runs;  /* per task: done callbacks that saw its result */
+    long wrong_results, submit_failures;
+    double stop_at;
+    /* foreign producer: its thread writes posted before the end marker */
+    long max_posts, posted, post_failures;
+    long next_seq, arrived, out_of_order, end_count;
+    bool producer_started, producer_finished, unreffed;
+    bool ended;
+    struct evexec_loop_stats st;
+};
+
+static struct c_loop c_loops[C_MAX_LOOPS];
+static struct evexec_pool *c_pool;
+static pthread_barrier_t c_all_made, c_all_ended;
+
+static uintptr_t c_task_arg(const struct c_loop *c, long seq)
+{
+    return ((uintptr_t)c->id << 40 | (uintptr_t)seq) + 1;
+}
+
+/* Mostly instant, sometimes a spin, rarely a short sleep: completions come
+ * in runs and in trickles. The result is the argument, checked on delivery. */
+static int c_work(void *arg, void **result)
+{
+    uint64_t st = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull;
+    unsigned kind = rnd_below(&st, 32);
+    if (kind == 0) {
+        usleep(rnd_below(&st, 50));
+    } else if (kind < 8) {
+        volatile unsigned spin = rnd_below(&st, 3000);
+        while (spin)
+            spin = spin - 1;
+    }
+    *result = arg;
+    return 0;
+}
+
+static void c_maybe_finish(struct c_loop *c)
+{
+    if (!c->unreffed && c->producer_finished && c->done == c->ntasks) {
+        c->unreffed = true;
+        evexec_loop_unref(c->loop); /* nothing more to come: dispatch may end */
+    }
+}
+
+static void c_submit(struct c_loop *c);
+
+static void c_done(struct evexec_future *f, void *arg)
+{
+    struct c_loop *c = &c_loops[((uintptr_t)arg - 1) >> 40];
+    long seq = (long)(((uintptr_t)arg - 1) & ((1ull << 40) - 1));
+    void *r = NULL;
+    if (evexec_future_result(f, &r) == 0 && r == arg)
+        c->done_runs[seq]++;
+    else
+        c->wrong_results++;
+    evexec_future_release(f);
+    c->done++;
+    if (c->submitted < c->ntasks && now_s() > c->stop_at)
+        c->ntasks = c->submitted; /* out of time: stop starting work */
+    /* Now and then the loop takes a few completions before it refills. */
+    if (rnd_below(&c->rng, 8) != 0 || c->done == c->submitted)
+        while (c->submitted < c->ntasks && c->submitted - c->done < (long)c->window)
+            c_submit(c);
+    c_maybe_finish(c);
+}
+
+static void c_submit(struct c_loop *c)
+{
+    void *arg = (void *)c_task_arg(c, c->submitted);
+    struct evexec_future *f = evexec_run_in_executor(c->loop, c_pool, c_work, arg, NULL);
+    if (!f || evexec_future_add_done_callback(f, c_done, arg) != 0) {
+        c->submit_failures++;
+        c->ntasks = c->submitted; /* stop here: the checks report it */
+        return;
+    }
+    c->submitted++;
+}
+
+static void c_item(void *arg)
+{
+    uintptr_t v = (uintptr_t)arg;
+    struct c_loop *c = &c_loops[v >> 40];
+    long seq = (long)(v & ((1ull << 40) - 1));
+    if (seq != c->next_seq)
+        c->out_of_order++;
+    c->next_seq = seq + 1;
+    c->arrived++;
+}
+
+static void c_producer_end(void *arg)
+{
+    struct c_loop *c = arg;
+    c->end_count = c->posted; /* written before the post: FIFO makes it visible */
+    c->producer_finished = true;
+    c_maybe_finish(c);
+}
+
+static void *c_producer_main(void *arg)
+{
+    struct c_loop *c = arg;
+    for (long seq = 0; seq < c->max_posts; seq++) {
+        if ((seq & 255) == 0 && now_s() > c->stop_at)
+            break;
+        uintptr_t v = ((uintptr_t)c->id << 40) | (uintptr_t)seq;
+        if (evexec_call_soon_threadsafe(c->loop, c_item, (void *)v) != 0) {
+            c->post_failures++;
+            break;
+        }
+        c->posted++;
+        if ((seq & 63) == 0)
+            usleep(20); /* come in bursts, between the loop's wakeups too */
+    }
+    if (evexec_call_soon_threadsafe(c->loop, c_producer_end, c) != 0)
+        c->post_failures++;
+    return NULL;
+}
+
+static void *c_loop_main(void *arg)
+{
+    struct c_loop *c = arg;
+    c->base = event_base_new();
+    c->loop = c->base ? evexec_loop_new(c->base) : NULL;
+    c->done_runs = calloc((size_t)c->ntasks, 1);
+    pthread_barrier_wait(&c_all_made);
+    if (c->loop && c->done_runs) {
+        evexec_loop_ref(c->loop); /* the producer is foreign: keep listening */
+        c->producer_started = pthread_create(&c->producer, NULL, c_producer_main, c) == 0;
+        if (!c->producer_started)
+            c->producer_finished = true;
+        while (c->submitted < c->ntasks && c->submitted < (long)c->window)
+            c_submit(c);
+        c_maybe_finish(c);
+        c->ended = dispatch_bounded(c->base, c->loop, STRESS_WATCHDOG_SECONDS);
+        if (c->producer_started)
+            pthread_join(c->producer, NULL);
+        evexec_loop_get_stats(c->loop, &c->st);
+    }
+    pthread_barrier_wait(&c_all_ended);
+    if (c->loop)
+        evexec_loop_free(c->loop);
+    if (c->base)
+        event_base_free(c->base);
+    return NULL;
+}
+
+static int cpus_usable(void)
+{
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+static void phase_c(unsigned workers, long tasks_each, long posts_each, double seconds)
+{
+    int nloops = cpus_usable() + 1 + (int)rnd_below(&loop_rng, 3);
+    if (nloops > C_MAX_LOOPS)
+        nloops = C_MAX_LOOPS;
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = workers;
+    cfg.min_workers = workers;
+    c_pool = evexec_pool_new(&cfg);
+    if (!c_pool || pthread_barrier_init(&c_all_made, NULL, (unsigned)nloops) != 0 ||
+        pthread_barrier_init(&c_all_ended, NULL, (unsigned)nloops) != 0) {
+        tap(false, "phase C: setup");
+        exit(1);
+    }
+    double stop_at = now_s() + seconds;
+    for (int i = 0; i < nloops; i++) {
+        struct c_loop *c = &c_loops[i];
+        *c = (struct c_loop){.id = i, .rng = rnd_next(&loop_rng), .ntasks = tasks_each,
+                             .max_posts = posts_each, .stop_at = stop_at};
+        unsigned w = rnd_below(&c->rng, 4);
+        c->window = w == 0 ? 1 : w == 1 ? 1 + rnd_below(&c->rng, 8) : 8 + rnd_below(&c->rng, 57);
+    }
+    double t0 = now_s();
+    for (int i = 0; i < nloops; i++) {
+        if (pthread_create(&c_loops[i].thread, NULL, c_loop_main, &c_loops[i]) != 0) {
+            tap(false, "phase C: loop thread");
+            exit(1);
+        }
+    }
+    /* A lost wakeup can hide the watchdog's own post too: bound the phase
+     * here as well, and fail instead of hanging. */
+    struct timespec deadline;
+    deadline_in(&deadline, (STRESS_WATCHDOG_SECONDS + 20) * 1000L);
+    for (int i = 0; i < nloops; i++) {
+        if (pthread_timedjoin_np(c_loops[i].thread, NULL, &deadline) != 0) {
+            tap(false, "phase C: loop %d still running after %d s: a wakeup was lost", i,
+                STRESS_WATCHDOG_SECONDS + 20);
+            _exit(1);
+        }
+    }
+    double took = now_s() - t0;
+    evexec_pool_free(c_pool);
+    pthread_barrier_destroy(&c_all_made);
+    pthread_barrier_destroy(&c_all_ended);
+
+    int not_ended = 0;
+    long tasks = 0, bad = 0, failures = 0, posts = 0, lost = 0, disorder = 0;
+    uint64_t writes = 0, drains = 0;
+    for (int i = 0; i < nloops; i++) {
+        struct c_loop *c = &c_loops[i];
+        not_ended += !c->ended;
+        tasks += c->done;
+        bad += c->wrong_results;
+        failures += c->submit_failures + c->post_failures;
+        for (long k = 0; c->done_runs && k < c->submitted; k++)
+            bad += c->done_runs[k] != 1;
+        if (!c->done_runs)
+            failures++;
+        posts += c->arrived;
+        lost += c->producer_finished ? c->end_count - c->arrived : 1;
+        disorder += c->out_of_order;
+        writes += c->st.wakeup_writes;
+        drains += c->st.drains;
+        free(c->done_runs);
+    }
+    tap(not_ended == 0, "phase C: %d loops on %d CPUs, %u workers: every dispatch ended by "
+        "itself (%d did not, %.2f s)", nloops, cpus_usable(), workers, not_ended, took);
+    tap(bad == 0 && failures == 0, "phase C: every task delivered exactly once with its "
+        "result (%ld tasks, %ld wrong, %ld failures)", tasks, bad, failures);
+    tap(lost == 0 && disorder == 0, "phase C: every foreign post arrived in order (%ld posts, "
+        "%ld missing, %ld out of order)", posts, lost, disorder);
+    printf("# phase C: %" PRIu64 " wakeup writes, %" PRIu64 " drains for %ld tasks and %ld "
+           "posts\n", writes, drains, tasks, posts);
+}
+
 int main(void)
 {
     const char *env = getenv("EVEXEC_STRESS_SEED");
@@ -529,11 +785,12 @@ int main(void)
     int ntasks = quick ? 500 : 4000;
     long posts = quick ? 5000 : 50000;
 
-    printf("1..%d\n", 13);
+    printf("1..%d\n", 16);
     printf("# seed %" PRIu64 " (EVEXEC_STRESS_SEED=%" PRIu64 " to replay), %u workers, "
            "%d producers\n", seed, seed, workers, nproducers);
     fflush(stdout);
     phase_a(workers, ntasks, posts, 5.0);
     phase_b(workers, quick ? 100 : 400);
+    phase_c(2, quick ? 2000 : 20000, quick ? 2000 : 20000, 5.0);
     return tap_failed ? 1 : 0;
 }

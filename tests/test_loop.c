@@ -873,6 +873,69 @@ Test(loop, no_loop_spins_while_there_are_as_many_loops_as_cpus)
     free_loop();
 }
 
+/* With as many loops as CPUs, a loop woken while most of its work is out
+ * yields its CPU before it takes the completions, and workers push without
+ * writing meanwhile: a window of quick tasks kept full, with foreign posts
+ * beside it, must all arrive (a lost one hangs the dispatch: the watchdog,
+ * or Criterion's timeout, fails the test). */
+#define YIELD_WINDOW 32
+#define YIELD_TASKS 4000
+static int yield_submitted, yield_done;
+static struct evexec_pool *yield_pool;
+
+static void yield_task_done(struct evexec_future *f, void *arg);
+
+/* Keep YIELD_WINDOW tasks in flight until YIELD_TASKS were submitted. */
+static void yield_refill(void)
+{
+    while (yield_submitted < YIELD_TASKS && yield_submitted - yield_done < YIELD_WINDOW) {
+        struct evexec_future *g =
+            evexec_run_in_executor(loop, yield_pool, quick_task, NULL, free);
+        cr_assert_not_null(g);
+        cr_assert_eq(evexec_future_add_done_callback(g, yield_task_done, NULL), 0);
+        yield_submitted++;
+    }
+}
+
+static void yield_task_done(struct evexec_future *f, void *arg)
+{
+    (void)arg;
+    evexec_future_release(f);
+    yield_done++;
+    yield_refill();
+}
+
+Test(loop, a_loop_among_as_many_loops_as_cpus_gets_every_completion_and_post, .timeout = 60)
+{
+    int n = cpus_usable();
+    if (n > 64)
+        cr_skip_test("too many CPUs to make as many loops");
+    make_loop();
+    struct event_base *bases[64];
+    struct evexec_loop *others[64];
+    for (int i = 0; i < n - 1; i++) {
+        bases[i] = event_base_new();
+        others[i] = evexec_loop_new(bases[i]);
+        cr_assert_not_null(others[i]);
+    }
+    yield_pool = evexec_pool_new(&(struct evexec_pool_config){.min_workers = 2, .max_workers = 2});
+    cr_assert_not_null(yield_pool);
+    yield_submitted = yield_done = 0;
+    yield_refill();
+    long posts = RUNNING_ON_VALGRIND ? 2000 : 20000;
+    run_producers(1, posts); /* dispatches until the posts and the tasks are in */
+    cr_assert_eq(yield_done, YIELD_TASKS, "%d of %d completions arrived", yield_done, YIELD_TASKS);
+    cr_assert_eq(atomic_load(&post_failures), 0);
+    cr_assert_eq(total_arrived, posts);
+    cr_assert_eq(order_violations, 0);
+    evexec_pool_free(yield_pool);
+    for (int i = 0; i < n - 1; i++) {
+        evexec_loop_free(others[i]);
+        event_base_free(bases[i]);
+    }
+    free_loop();
+}
+
 /* ---- a wakeup descriptor broken behind the library's back ----------------- */
 
 static void *post_record_1(void *arg)
