@@ -65,5 +65,5 @@ bench-clean:
 BASH = bash
 .PHONY: bench bench-quick bench-extra bench-clean
 CLEANFILES += bench/bench_evexec bench/bench_uv bench/alloc_count.so
-EXTRA_DIST += bench/run bench/summarize.awk bench/plot-svg.awk bench/profile-diff.awk \
+EXTRA_DIST += bench/run bench/summarize.awk bench/plot-svg.awk bench/table-md.awk bench/profile-diff.awk \
 	bench/README.md bench/alloc_count.c
