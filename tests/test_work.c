@@ -19,8 +19,8 @@
  * the request with job_of(); req->data holds a sentinel the library must
  * leave alone. Work functions and afters record, the main thread asserts.
  *
- * The allocation count uses a counting malloc defined in this program (it
- * forwards to glibc's own allocator, as in test_chain.c) and, in builds
+ * The allocation count uses the counting malloc of testutil.h (it forwards
+ * to glibc's own allocator) and, in builds
  * configured with --enable-fault-injection, the library's own count of its
  * allocations; the "pool fails at once" case makes worker creation fail
  * with the fault-injection hook when the library has it, or with a
@@ -49,62 +49,18 @@
 
 #include "evexec.h"
 
-#define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_LOOP_FIXTURE   /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_COUNTING_MALLOC /* counted_allocs, count_this_thread */
 #include "testutil.h"
 
 TestSuite(work, .timeout = 60, .fini = fail_on_leaks);
 
-/* ---- interposed allocator and thread creation (not under sanitizers) ----- */
+/* ---- interposed thread creation (not under sanitizers) ------------------- */
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define NO_INTERPOSING 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define NO_INTERPOSING 1
-#endif
-#endif
-#if !defined(__GLIBC__)
-#define NO_INTERPOSING 1
-#endif
-
-static atomic_long counted_allocs;
-static __thread bool count_this_thread;
 /* Thread creation fails (EAGAIN) while this is set. */
 static atomic_bool refuse_threads;
 
-#ifndef NO_INTERPOSING
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void __libc_free(void *p);
-
-void *malloc(size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_malloc(size);
-}
-
-void *calloc(size_t n, size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_calloc(n, size);
-}
-
-void *realloc(void *p, size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_realloc(p, size);
-}
-
-void free(void *p)
-{
-    __libc_free(p);
-}
-
+#ifndef TESTUTIL_NO_INTERPOSING
 int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
     typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
@@ -130,7 +86,7 @@ static bool refuse_next_thread(void)
 #ifdef EVEXEC_FAULT_INJECTION
     evexec__fault_fail_thread(1);
     return true;
-#elif !defined(NO_INTERPOSING)
+#elif !defined(TESTUTIL_NO_INTERPOSING)
     atomic_store(&refuse_threads, true);
     return true;
 #else
@@ -1407,13 +1363,6 @@ long evexec__fault_alloc_count(void);
 #define LIBRARY_ALLOCS() 0L
 #endif
 
-static __attribute__((unused)) int count_allocs_on_worker(void *ctx)
-{
-    (void)ctx;
-    count_this_thread = true;
-    return 0;
-}
-
 static int token_work(void *arg, void **result)
 {
     static int token;
@@ -1467,15 +1416,9 @@ static void noop_timer(evutil_socket_t fd, short what, void *arg)
 Test(work, no_allocation_per_request)
 {
     bool count_malloc = false, count_library = false;
-#ifndef NO_INTERPOSING
+#ifndef TESTUTIL_NO_INTERPOSING
     if (!RUNNING_ON_VALGRIND) {
-        count_this_thread = true;
-        long probe = atomic_load(&counted_allocs);
-        void *(*volatile do_malloc)(size_t) = malloc;
-        free(do_malloc(32));
-        count_this_thread = false;
-        cr_assert_eq(atomic_load(&counted_allocs) - probe, 1,
-                     "the counting malloc is not in effect");
+        cr_assert(counting_malloc_works(), "the counting malloc is not in effect");
         count_malloc = true;
     }
 #endif

@@ -2,9 +2,9 @@
  * testutil.h -- helpers shared by the test programs of both halves: bounded
  * waits (a deadline, a sleep, a gate that holds worker threads), a dispatch
  * of an event_base bounded by a watchdog thread, the loop's wakeup
- * descriptor found and broken from outside, TAP output for the plain
- * programs, and the LeakSanitizer check the Criterion suites run after each
- * test.
+ * descriptor found and broken from outside, a counting allocator, TAP
+ * output, seeded choices and clocks for the plain programs, and the
+ * LeakSanitizer check the Criterion suites run after each test.
  *
  * Header only, every function static inline: each test program is one .c
  * file plus this header, so no extra object has to be built per program (the
@@ -239,9 +239,9 @@ static inline bool dispatch_bounded(struct event_base *base, struct evexec_loop 
 /* ---- the bridge suites' fixture (Criterion) ------------------------------ */
 
 /*
- * test_loop, test_future and test_chain define TESTUTIL_LOOP_FIXTURE before
- * including this header (after <criterion/criterion.h>) to get one
- * event_base with its bridge in the globals base and loop, made and freed by
+ * The suites that need a loop (test_loop, test_future, test_chain, test_work
+ * and others) define TESTUTIL_LOOP_FIXTURE before including this header
+ * (after <criterion/criterion.h>) to get one event_base with its bridge in the globals base and loop, made and freed by
  * each test, and dispatch(), which runs the loop under a watchdog of
  * WATCHDOG_SECONDS and fails the test if it had to break it. The globals
  * stay out of the other programs, whose own "base" and "loop" they would
@@ -280,6 +280,96 @@ static inline void dispatch(void)
 }
 
 #endif /* TESTUTIL_LOOP_FIXTURE */
+
+/* ---- a counting allocator ------------------------------------------------ */
+
+/*
+ * test_chain and test_work define TESTUTIL_COUNTING_MALLOC before including
+ * this header to count allocations: malloc, calloc and realloc of the
+ * program, which forward to glibc's own allocator (__libc_malloc and
+ * friends) and, being in the executable, are what libevexec's calls bind to.
+ * They count into counted_allocs only on threads that set count_this_thread
+ * (the loop thread while measuring, pool workers through
+ * count_allocs_on_worker as thread_init). TESTUTIL_NO_INTERPOSING says the
+ * build cannot replace libc's functions (sanitizers replace them themselves;
+ * a libc other than glibc): the allocator is compiled out, and a program
+ * interposing anything else checks the same macro. Under valgrind, which
+ * replaces the allocator too, nothing is counted (see counting_malloc_works).
+ */
+#ifdef TESTUTIL_COUNTING_MALLOC
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TESTUTIL_NO_INTERPOSING 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define TESTUTIL_NO_INTERPOSING 1
+#endif
+#endif
+#if !defined(__GLIBC__)
+#define TESTUTIL_NO_INTERPOSING 1
+#endif
+
+static atomic_long counted_allocs;
+static __thread bool count_this_thread;
+
+#ifndef TESTUTIL_NO_INTERPOSING
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+extern void __libc_free(void *p);
+
+void *malloc(size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_malloc(size);
+}
+
+void *calloc(size_t n, size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_realloc(p, size);
+}
+
+void free(void *p)
+{
+    __libc_free(p);
+}
+#endif
+
+/* A pool's thread_init that makes its workers count. */
+static inline int count_allocs_on_worker(void *ctx)
+{
+    (void)ctx;
+    count_this_thread = true;
+    return 0;
+}
+
+#ifndef TESTUTIL_NO_INTERPOSING
+/* Whether the counting allocator is in effect for this process (not under
+ * valgrind: ask RUNNING_ON_VALGRIND first): one malloc through a pointer the
+ * compiler cannot see through counts exactly once. */
+static inline bool counting_malloc_works(void)
+{
+    count_this_thread = true;
+    long before = atomic_load(&counted_allocs);
+    void *(*volatile do_malloc)(size_t) = malloc;
+    free(do_malloc(32));
+    count_this_thread = false;
+    return atomic_load(&counted_allocs) - before == 1;
+}
+#endif
+
+#endif /* TESTUTIL_COUNTING_MALLOC */
 
 /* ---- the loop's wakeup descriptor, found and broken from outside ---------- */
 
