@@ -1140,15 +1140,6 @@ static void *shutter_main(void *arg)
     return NULL;
 }
 
-static void spin_us(long us)
-{
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
-}
-
 /* A shutdown takes the whole queue at once and then cancels the requests one
  * by one: a cancel in between must still answer true, since none of them
  * will ever run. The delays only move the cancels across that window; no

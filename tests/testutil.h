@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -442,6 +443,63 @@ static inline void wakeup_fd_restore(int wfd, int saved)
 {
     dup2(saved, wfd);
     close(saved);
+}
+
+/* ---- seeded choices, clocks and settings for the plain programs ---------- */
+
+/* splitmix64: the next number of the stream whose state is *state. A stress
+ * program seeds its streams from one printed seed (EVEXEC_STRESS_SEED
+ * replays it), so a run can be repeated choice for choice. */
+static inline uint64_t rnd_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static inline unsigned rnd_below(uint64_t *state, unsigned n)
+{
+    return (unsigned)(rnd_next(state) % n);
+}
+
+/* The program's main stream, for the one thread that makes its choices;
+ * main sets rnd_state to the seed. */
+static uint64_t rnd_state;
+
+static inline uint64_t rnd(void)
+{
+    return rnd_next(&rnd_state);
+}
+
+/* Seconds on the monotonic clock, for bounding a program's run. */
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Busy (not asleep) for us microseconds: keeps a worker on its CPU. */
+static inline void spin_us(long us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
+}
+
+/* The positive whole number in the environment variable name, else
+ * fallback. */
+static inline long env_long(const char *name, long fallback)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return *end == '\0' && n > 0 ? n : fallback;
 }
 
 /* ---- TAP for the plain programs ------------------------------------------ */
