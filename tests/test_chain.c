@@ -31,22 +31,14 @@
 #include "evexec.h"
 
 #define TESTUTIL_LOOP_FIXTURE   /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_POOL_HELPERS   /* new_pool, stats_of, assert_balanced */
 #define TESTUTIL_COUNTING_MALLOC /* counted_allocs, count_this_thread */
 #include "testutil.h"
 
 /* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
 TestSuite(chain, .fini = fail_on_leaks);
 
-/* ---- pools ------------------------------------------------------------- */
-
-static struct evexec_pool *new_pool(unsigned workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool);
-    return pool;
-}
+/* ---- the gate ---------------------------------------------------------- */
 
 /* A gate that holds worker threads until the test opens it (testutil.h). */
 static struct gate gate = GATE_INITIALIZER;

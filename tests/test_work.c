@@ -50,6 +50,7 @@
 #include "evexec.h"
 
 #define TESTUTIL_LOOP_FIXTURE   /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_POOL_HELPERS   /* new_pool, stats_of, assert_balanced */
 #define TESTUTIL_COUNTING_MALLOC /* counted_allocs, count_this_thread */
 #include "testutil.h"
 
@@ -102,33 +103,7 @@ static void allow_threads(void)
     atomic_store(&refuse_threads, false);
 }
 
-/* ---- pools --------------------------------------------------------------- */
-
-static struct evexec_pool *new_pool(unsigned workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool, "evexec_pool_new: %s", evexec_strerror(errno));
-    return pool;
-}
-
-static struct evexec_pool_stats stats_of(struct evexec_pool *pool)
-{
-    struct evexec_pool_stats st;
-    cr_assert_eq(evexec_pool_get_stats(pool, &st), 0);
-    return st;
-}
-
-static void assert_balanced(const struct evexec_pool_stats *st, const char *when)
-{
-    cr_assert_eq(st->submitted, st->completed + st->cancelled + st->failed + st->queued +
-                                    st->running,
-                 "%s: submitted %llu != completed %llu + cancelled %llu + failed %llu + "
-                 "queued %zu + running %u", when, (unsigned long long)st->submitted,
-                 (unsigned long long)st->completed, (unsigned long long)st->cancelled,
-                 (unsigned long long)st->failed, st->queued, st->running);
-}
+/* ---- the gate ------------------------------------------------------------ */
 
 /* Holds worker threads until the test opens it (testutil.h). */
 static struct gate gate = GATE_INITIALIZER;

@@ -282,6 +282,47 @@ static inline void dispatch(void)
 
 #endif /* TESTUTIL_LOOP_FIXTURE */
 
+/* ---- pools (Criterion) ----------------------------------------------------- */
+
+/*
+ * Suites that make plain pools and check their statistics define
+ * TESTUTIL_POOL_HELPERS before including this header (after
+ * <criterion/criterion.h>): new_pool, stats_of, and assert_balanced, the
+ * invariant every path must keep (each submitted task is completed,
+ * cancelled, failed, queued or running).
+ */
+#ifdef TESTUTIL_POOL_HELPERS
+
+static inline struct evexec_pool *new_pool(unsigned max_workers)
+{
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = max_workers;
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool, "evexec_pool_new: %s", evexec_strerror(errno));
+    return pool;
+}
+
+/* The stats, filled with 0xff first so a field left unwritten shows. */
+static inline struct evexec_pool_stats stats_of(struct evexec_pool *pool)
+{
+    struct evexec_pool_stats st;
+    memset(&st, 0xff, sizeof(st));
+    cr_assert_eq(evexec_pool_get_stats(pool, &st), 0);
+    return st;
+}
+
+static inline void assert_balanced(const struct evexec_pool_stats *st, const char *when)
+{
+    cr_assert_eq(st->submitted, st->completed + st->cancelled + st->failed + st->queued +
+                                    st->running,
+                 "%s: submitted %llu != completed %llu + cancelled %llu + failed %llu + "
+                 "queued %zu + running %u", when, (unsigned long long)st->submitted,
+                 (unsigned long long)st->completed, (unsigned long long)st->cancelled,
+                 (unsigned long long)st->failed, st->queued, st->running);
+}
+
+#endif /* TESTUTIL_POOL_HELPERS */
+
 /* ---- a counting allocator ------------------------------------------------ */
 
 /*
