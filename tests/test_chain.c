@@ -741,12 +741,8 @@ Test(chain, run_in_executor_makes_at_most_one_allocation_per_call)
     cr_assert(counting_malloc_works(), "the counting malloc is not in effect");
 
     make_loop();
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = 1;
-    cfg.min_workers = 1;
-    cfg.thread_init = count_allocs_on_worker;
-    alloc_pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(alloc_pool);
+    alloc_pool = counting_pool_new();
+    cr_assert_not_null(alloc_pool, "evexec_pool_new: %s", evexec_strerror(errno));
     /* Warm up: the worker thread, libevent's bookkeeping for the wakeup fd. */
     struct evexec_future *f = evexec_run_in_executor(loop, alloc_pool, static_result_task, NULL,
                                                      NULL);

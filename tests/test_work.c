@@ -481,18 +481,26 @@ Test(work, cancel_of_a_running_request_returns_false_and_the_work_sees_cancel_re
     cr_assert_eq(atomic_load(&results_freed), 1);
 }
 
+/* Queue j on a new pool of one worker and join the worker: j has run and
+ * its outcome is on its way to the loop, not delivered yet. @return the
+ * pool, shut down. */
+static struct evexec_pool *finished_undelivered(struct job *j)
+{
+    struct evexec_pool *pool = new_pool(1);
+    cr_assert_eq(queue_job(pool, j), 0);
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    cr_assert_eq(atomic_load(&j->ran), 1);
+    cr_assert_eq(atomic_load(&j->after_calls), 0);
+    return pool;
+}
+
 Test(work, cancel_of_a_finished_but_undelivered_request_returns_false_and_after_reports_the_result)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
     struct job j;
     job_init(&j, 1);
     j.status = EIO;
-    cr_assert_eq(queue_job(pool, &j), 0);
-    /* Joining the worker means the outcome is on its way to the loop. */
-    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
-    cr_assert_eq(atomic_load(&j.ran), 1);
-    cr_assert_eq(atomic_load(&j.after_calls), 0);
+    struct evexec_pool *pool = finished_undelivered(&j);
     cr_assert(!evexec_work_cancel(&j.req), "cancel of a finished request returned true");
     dispatch();
     cr_assert_eq(atomic_load(&j.after_calls), 1);
@@ -920,12 +928,9 @@ Test(work, loop_free_with_a_running_request_calls_its_after_on_the_worker_with_e
 Test(work, loop_free_with_a_finished_undelivered_request_calls_its_after_once_with_ecanceled_and_the_result)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
     struct job j;
     job_init(&j, 1);
-    cr_assert_eq(queue_job(pool, &j), 0);
-    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0); /* outcome posted */
-    cr_assert_eq(atomic_load(&j.after_calls), 0);
+    struct evexec_pool *pool = finished_undelivered(&j);
     free_loop_marked();
     cr_assert_eq(atomic_load(&j.after_calls), 1, "after ran %d times by the end of "
                  "evexec_loop_free", atomic_load(&j.after_calls));
@@ -1396,12 +1401,8 @@ Test(work, no_allocation_per_request)
                      "no fault injection)");
 
     setup();
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = 1;
-    cfg.min_workers = 1;
-    cfg.thread_init = count_allocs_on_worker;
-    alloc_pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(alloc_pool);
+    alloc_pool = counting_pool_new();
+    cr_assert_not_null(alloc_pool, "evexec_pool_new: %s", evexec_strerror(errno));
     /* Warm up: the worker thread, libevent's bookkeeping for the wakeup,
      * and libevent's timer heap, which the loop uses to run its queue on
      * the next pass when work arrives at the end of a pass (libevent

@@ -396,6 +396,17 @@ static inline int count_allocs_on_worker(void *ctx)
     return 0;
 }
 
+/* A pool of one worker, started at once and kept, that counts its
+ * allocations; NULL and errno as evexec_pool_new. */
+static inline struct evexec_pool *counting_pool_new(void)
+{
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = 1;
+    cfg.min_workers = 1;
+    cfg.thread_init = count_allocs_on_worker;
+    return evexec_pool_new(&cfg);
+}
+
 #ifndef TESTUTIL_NO_INTERPOSING
 /* Whether the counting allocator is in effect for this process (not under
  * valgrind: ask RUNNING_ON_VALGRIND first): one malloc through a pointer the
