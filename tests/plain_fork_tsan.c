@@ -82,16 +82,6 @@ const char *__tsan_default_options(void)
 
 static _Atomic long results_made, results_freed;
 
-static uint64_t rnd_state;
-
-static uint64_t rnd(void)
-{
-    uint64_t z = (rnd_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void free_result(void *p)
 {
     free(p);
@@ -103,11 +93,7 @@ static int spin_work(void *arg, void **result)
 {
     long packed = (long)(intptr_t)arg;
     long us = packed & 63;
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
+    spin_us(us);
     long *r = malloc(sizeof(*r));
     if (!r)
         return ENOMEM;

@@ -63,23 +63,6 @@ static bool loop_freed;
 /* How the combinators ended, to show the paths the run took. */
 static long ended_ok, ended_error, ended_timedout, ended_cancelled;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint64_t rnd_state;
-
-static uint64_t rnd(void)
-{
-    uint64_t z = (rnd_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void free_result(void *p)
 {
     free(p);
@@ -385,24 +368,16 @@ struct many_waiter {
 };
 
 /* A waiter's own generator: the threads must not share the main one. */
-static uint64_t rnd_from(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void *many_waiter_main(void *arg)
 {
     struct many_waiter *w = arg;
     struct evexec_cfuture *set[MANY_TASKS];
-    size_t n = 1 + rnd_from(&w->seed) % MANY_TASKS;
+    size_t n = 1 + rnd_next(&w->seed) % MANY_TASKS;
     for (size_t i = 0; i < n; i++)
-        set[i] = many_cfs[rnd_from(&w->seed) % MANY_TASKS];
-    unsigned when = 1 + (unsigned)(rnd_from(&w->seed) % 3);
-    bool bounded = rnd_from(&w->seed) % 2;
-    long timeout = bounded ? HANG_BOUND_MS : (long)(rnd_from(&w->seed) % 3) - 1; /* -1, 0, 1 */
+        set[i] = many_cfs[rnd_next(&w->seed) % MANY_TASKS];
+    unsigned when = 1 + (unsigned)(rnd_next(&w->seed) % 3);
+    bool bounded = rnd_next(&w->seed) % 2;
+    long timeout = bounded ? HANG_BOUND_MS : (long)(rnd_next(&w->seed) % 3) - 1; /* -1, 0, 1 */
     if (timeout < 0)
         timeout = HANG_BOUND_MS; /* "forever", but a lost wakeup must not hang the run */
     int rc = evexec_cfuture_wait_many(set, n, when, timeout);

@@ -274,16 +274,6 @@ static void *submitter(void *arg)
     return NULL;
 }
 
-static long env_long(const char *name, long fallback)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return fallback;
-    char *end;
-    long n = strtol(v, &end, 10);
-    return *end == '\0' && n > 0 ? n : fallback;
-}
-
 /* ---- concurrent shutdown(WAIT) ------------------------------------------- */
 
 #define SHUTDOWN_WAITERS 3

@@ -48,30 +48,11 @@
 #include "evexec.h"
 #include "testutil.h"
 
-/* ---- time, randomness ------------------------------------------------------ */
+/* ---- randomness -------------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
+/* The seed of every stream (rnd_next, testutil.h): each stream is one
+ * thread's or one task's, never shared. */
 static uint64_t seed;
-
-/* splitmix64: one state per thread or per task, never shared. */
-static uint64_t rnd_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static unsigned rnd_below(uint64_t *state, unsigned n)
-{
-    return (unsigned)(rnd_next(state) % n);
-}
 
 static uint64_t loop_rng; /* loop thread only */
 

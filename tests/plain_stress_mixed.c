@@ -112,13 +112,6 @@ static void sleep_us(long us)
         ;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- the task ----------------------------------------------------------- */
 
 struct result {

@@ -339,16 +339,6 @@ static long stranded_rounds(long rounds, uint64_t until, long *done)
 }
 
 /* A positive number from the environment, or fallback. */
-static long env_long(const char *name, long fallback)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return fallback;
-    char *end;
-    long n = strtol(v, &end, 10);
-    return *end == '\0' && n > 0 ? n : fallback;
-}
-
 int main(int argc, char **argv)
 {
     total_tasks = env_long("EVEXEC_STRESS_TASKS", 40000);

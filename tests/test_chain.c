@@ -6,9 +6,8 @@
  * once, borrowed and taken results of wrapped cfutures, two loops sharing one
  * pool, and the allocations a run_in_executor call makes.
  *
- * The allocation count uses a counting malloc defined in this program, which
- * forwards to glibc's own allocator (__libc_malloc and friends) and, being in
- * the executable, is what libevexec's calls bind to. It counts only on threads
+ * The allocation count uses the counting malloc of testutil.h, linked into
+ * this program, which libevexec's calls bind to. It counts only on threads
  * that opted in (the loop thread while measuring, and pool workers through
  * thread_init). It is compiled out under sanitizers, and the test skips under
  * valgrind, which replace the allocator themselves.
@@ -31,72 +30,15 @@
 
 #include "evexec.h"
 
-#define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_LOOP_FIXTURE   /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_POOL_HELPERS   /* new_pool, stats_of, assert_balanced */
+#define TESTUTIL_COUNTING_MALLOC /* counted_allocs, count_this_thread */
 #include "testutil.h"
 
 /* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
 TestSuite(chain, .fini = fail_on_leaks);
 
-/* ---- counting allocator ------------------------------------------------- */
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define NO_MALLOC_COUNT 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define NO_MALLOC_COUNT 1
-#endif
-#endif
-#if !defined(__GLIBC__)
-#define NO_MALLOC_COUNT 1
-#endif
-
-static atomic_long counted_allocs;
-static __thread bool count_this_thread;
-
-#ifndef NO_MALLOC_COUNT
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void __libc_free(void *p);
-
-void *malloc(size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_malloc(size);
-}
-
-void *calloc(size_t n, size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_calloc(n, size);
-}
-
-void *realloc(void *p, size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_realloc(p, size);
-}
-
-void free(void *p)
-{
-    __libc_free(p);
-}
-#endif
-
-/* ---- pools ------------------------------------------------------------- */
-
-static struct evexec_pool *new_pool(unsigned workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool);
-    return pool;
-}
+/* ---- the gate ---------------------------------------------------------- */
 
 /* A gate that holds worker threads until the test opens it (testutil.h). */
 static struct gate gate = GATE_INITIALIZER;
@@ -734,13 +676,6 @@ Test(chain, two_loops_in_two_threads_share_one_pool, .timeout = 60)
 
 /* ---- allocations per run_in_executor ----------------------------------- */
 
-static __attribute__((unused)) int count_allocs_on_worker(void *ctx)
-{
-    (void)ctx;
-    count_this_thread = true;
-    return 0;
-}
-
 static int static_result_task(void *arg, void **result)
 {
     static int token;
@@ -798,26 +733,16 @@ static __attribute__((unused)) void alloc_start(void *arg)
 
 Test(chain, run_in_executor_makes_at_most_one_allocation_per_call)
 {
-#ifdef NO_MALLOC_COUNT
+#ifdef TESTUTIL_NO_INTERPOSING
     cr_skip_test("allocations are not counted in sanitizer builds");
 #else
     if (RUNNING_ON_VALGRIND)
         cr_skip_test("valgrind replaces the allocator: allocations are not counted");
-    /* Is the counting malloc in effect for this process at all? */
-    count_this_thread = true;
-    long probe = atomic_load(&counted_allocs);
-    void *(*volatile do_malloc)(size_t) = malloc;
-    free(do_malloc(32));
-    count_this_thread = false;
-    cr_assert_eq(atomic_load(&counted_allocs) - probe, 1, "the counting malloc is not in effect");
+    cr_assert(counting_malloc_works(), "the counting malloc is not in effect");
 
     make_loop();
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = 1;
-    cfg.min_workers = 1;
-    cfg.thread_init = count_allocs_on_worker;
-    alloc_pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(alloc_pool);
+    alloc_pool = counting_pool_new();
+    cr_assert_not_null(alloc_pool, "evexec_pool_new: %s", evexec_strerror(errno));
     /* Warm up: the worker thread, libevent's bookkeeping for the wakeup fd. */
     struct evexec_future *f = evexec_run_in_executor(loop, alloc_pool, static_result_task, NULL,
                                                      NULL);

@@ -33,6 +33,7 @@
 #include "evexec.h"
 
 #define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_POOL_HELPERS   /* new_pool, stats_of, assert_balanced */
 #include "testutil.h"
 
 /* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
@@ -159,15 +160,6 @@ static int error_of(struct evexec_future *f)
 static struct gate gate = GATE_INITIALIZER;
 static atomic_bool saw_cancel;
 static atomic_int task_runs;
-
-static struct evexec_pool *new_pool(unsigned workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool);
-    return pool;
-}
 
 /* Arrives at the gate, then runs until its future is cancelled (bounded). */
 static int cancel_aware_task(void *arg, void **result)

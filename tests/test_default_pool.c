@@ -28,6 +28,7 @@
 #include "evexec.h"
 
 #define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_POOL_HELPERS   /* new_pool, stats_of, assert_balanced */
 #include "testutil.h"
 
 /* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
@@ -60,15 +61,6 @@ static int gated_task(void *arg, void **result)
 {
     gate_pass(&gate);
     return value_task(arg, result);
-}
-
-static struct evexec_pool *new_pool(unsigned workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool);
-    return pool;
 }
 
 /* ---- threads of the process ---------------------------------------------- */

@@ -13,6 +13,7 @@
 
 #include <criterion/criterion.h>
 
+#define TESTUTIL_POOL_HELPERS /* new_pool, stats_of, assert_balanced */
 #include "testutil.h"
 
 #include <errno.h>
@@ -108,15 +109,6 @@ static void fixture_down(struct fixture *fx)
     event_base_free(fx->base);
 }
 
-static struct evexec_pool *small_pool(unsigned max_workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = max_workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool, "evexec_pool_new: %s", evexec_strerror(errno));
-    return pool;
-}
-
 /* ---- errors and version ------------------------------------------------- */
 
 Test(misuse, strerror_names_every_code_and_never_returns_null)
@@ -206,7 +198,7 @@ Test(misuse, wrap_cfuture_rejects_null_loop_or_null_cfuture)
 {
     struct fixture fx;
     fixture_up(&fx);
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
     struct evexec_cfuture *cf = evexec_pool_submit(pool, work_ok, NULL, count_free);
     cr_assert_not_null(cf);
     errno = 0;
@@ -250,7 +242,7 @@ Test(misuse, null_callbacks_and_work_functions_give_einval_and_take_nothing)
 {
     struct fixture fx;
     fixture_up(&fx);
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
 
     errno = 0;
     cr_assert_null(evexec_pool_submit(pool, NULL, NULL, NULL));
@@ -308,7 +300,7 @@ Test(misuse, bad_pool_config_and_flags_give_einval)
     cr_assert_null(evexec_pool_new(&cfg));
     cr_assert_eq(errno, EINVAL, "an unknown flag is refused");
 
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
     cr_assert_eq(evexec_pool_shutdown(pool, 0x80u), EINVAL);
     /* An unknown flag changed nothing: the pool still accepts work. */
     struct evexec_cfuture *cf = evexec_pool_submit(pool, work_ok, NULL, count_free);
@@ -415,7 +407,7 @@ Test(misuse, setting_a_chained_future_gives_einval_and_only_its_work_completes_i
 {
     struct fixture fx;
     fixture_up(&fx);
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
     struct gate g;
     gate_init(&g);
     atomic_store(&frees, 0);
@@ -452,7 +444,7 @@ Test(misuse, a_result_taken_through_one_side_of_a_chain_is_gone_from_both)
 {
     struct fixture fx;
     fixture_up(&fx);
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
     atomic_store(&frees, 0);
 
     /* Taken from the wrapped loop future: the cfuture says ETAKEN. */
@@ -523,7 +515,7 @@ Test(misuse, result_before_done_gives_einprogress_and_take_twice_gives_etaken)
 
 Test(misuse, cfuture_result_before_done_times_out_and_cancel_after_done_is_false)
 {
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct evexec_cfuture *running = evexec_pool_submit(pool, work_gated, &g, NULL);
@@ -585,7 +577,7 @@ Test(misuse, after_shutdown_submits_fail_with_eshutdown_and_shutdown_is_repeatab
 {
     struct fixture fx;
     fixture_up(&fx);
-    struct evexec_pool *pool = small_pool(2);
+    struct evexec_pool *pool = new_pool(2);
 
     /* WAIT from one of its own workers: EDEADLK, and nothing changes. */
     struct evexec_cfuture *cf = evexec_pool_submit(pool, work_shutdown_wait_own_pool, pool, NULL);
@@ -634,7 +626,7 @@ static void shutdown_wait_from_callback(struct evexec_cfuture *cf, void *arg)
 
 Test(misuse, shutdown_wait_from_a_done_callback_running_on_a_worker_gives_edeadlk)
 {
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct shutdown_probe probe = { pool, -1 };
@@ -748,7 +740,7 @@ Test(misuse, failed_calls_never_call_their_callbacks)
     struct fixture fx;
     fixture_up(&fx);
     atomic_store(&callback_calls, 0);
-    struct evexec_pool *pool = small_pool(1);
+    struct evexec_pool *pool = new_pool(1);
     cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
     cr_assert_null(evexec_pool_submit(pool, work_ok, NULL, NULL));
     cr_assert_eq(evexec_cfuture_add_done_callback(NULL, never_cfuture_cb, NULL), EINVAL);

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "evexec.h"
+#define TESTUTIL_POOL_HELPERS /* new_pool, stats_of, assert_balanced */
 #include "testutil.h"
 
 /* Under AddressSanitizer a leaking test fails the suite (testutil.h). */
@@ -55,14 +56,6 @@ static int count_task(void *arg, void **result)
     (void)result;
     atomic_fetch_add((atomic_int *)arg, 1);
     return 0;
-}
-
-static struct evexec_pool_stats stats_of(struct evexec_pool *pool)
-{
-    struct evexec_pool_stats st;
-    memset(&st, 0xff, sizeof(st));
-    cr_assert_eq(evexec_pool_get_stats(pool, &st), 0);
-    return st;
 }
 
 /* Poll the stats until threads == n (bounded); returns the last stats. */
@@ -1289,16 +1282,6 @@ Test(pool, a_task_submitted_while_the_only_worker_exits_runs_once_it_has_left)
 }
 
 /* ---- statistics balance on every path -------------------------------------- */
-
-static void assert_balanced(const struct evexec_pool_stats *st, const char *when)
-{
-    cr_assert_eq(st->submitted, st->completed + st->cancelled + st->failed + st->queued +
-                                    st->running,
-                 "%s: submitted %llu != completed %llu + cancelled %llu + failed %llu + "
-                 "queued %zu + running %u", when, (unsigned long long)st->submitted,
-                 (unsigned long long)st->completed, (unsigned long long)st->cancelled,
-                 (unsigned long long)st->failed, st->queued, st->running);
-}
 
 static int failing_task(void *arg, void **result)
 {

@@ -23,6 +23,7 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
+#define TESTUTIL_POOL_HELPERS /* new_pool, stats_of, assert_balanced */
 #include "testutil.h"
 
 #include <errno.h>
@@ -122,15 +123,6 @@ static void count_soon(void *arg)
     (*(int *)arg)++;
 }
 
-static struct evexec_pool *pool_of(unsigned max_workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = max_workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool);
-    return pool;
-}
-
 /* Wait (bounded) until the pool counted n tasks as done or cancelled: its
  * workers are then past posting their completions. */
 static void pool_wait_settled(struct evexec_pool *pool, uint64_t n)
@@ -153,7 +145,7 @@ Test(teardown, loop_free_cancels_queued_running_and_undelivered_work_and_runs_no
     counts_reset();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *busy = pool_of(1), *quick = pool_of(1);
+    struct evexec_pool *busy = new_pool(1), *quick = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct task running = { .value = 1, .gate = &g };
@@ -301,7 +293,7 @@ Test(teardown, pool_freed_first_then_the_loop_delivers_every_result)
     counts_reset();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *pool = pool_of(2);
+    struct evexec_pool *pool = new_pool(2);
     enum { N = 8 };
     struct task tasks[N];
     struct evexec_future *fs[N];
@@ -334,7 +326,7 @@ Test(teardown, pool_shutdown_cancel_pending_then_free_delivers_cancellations_to_
     counts_reset();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *pool = pool_of(1);
+    struct evexec_pool *pool = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct task running = { .value = 1, .gate = &g }, q1 = { .value = 2 }, q2 = { .value = 3 };
@@ -392,7 +384,7 @@ Test(teardown, pool_shutdown_from_a_done_callback_on_the_loop)
     counts_reset();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *pool = pool_of(1);
+    struct evexec_pool *pool = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct shutdown_ctx c = { pool, &g, -2, 0 };
@@ -487,8 +479,8 @@ Test(teardown, release_cancel_submit_and_add_callbacks_from_inside_done_callback
     counts_reset();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *pool = pool_of(1);
-    struct evexec_pool *blocked = pool_of(1);
+    struct evexec_pool *pool = new_pool(1);
+    struct evexec_pool *blocked = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct task hold = { .value = 9, .gate = &g }, never = { .value = 10 };
@@ -557,7 +549,7 @@ Test(teardown, done_callback_releasing_the_loops_other_futures)
     counts_reset();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *pool = pool_of(1);
+    struct evexec_pool *pool = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct task chained = { .value = 3, .gate = &g };
@@ -621,7 +613,7 @@ static void loop_freed_from_callback(bool from_chained)
     counts_reset();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *pool = pool_of(1), *quick = pool_of(1);
+    struct evexec_pool *pool = new_pool(1), *quick = new_pool(1);
     struct gate g;
     gate_init(&g);
     struct task running = { .value = 1, .gate = &g }, queued = { .value = 2 }, fast = { .value = 3 };
@@ -735,7 +727,7 @@ Test(teardown, cfuture_cancel_racing_completion_keeps_the_invariants)
 {
     counts_reset();
     int n = race_iterations();
-    struct evexec_pool *pool = pool_of(2);
+    struct evexec_pool *pool = new_pool(2);
     struct race_task *tasks = calloc((size_t)n, sizeof(*tasks));
     bool *cancelled = calloc((size_t)n, sizeof(*cancelled));
     int cancel_true = 0, cancel_false = 0;
@@ -790,7 +782,7 @@ Test(teardown, loop_future_cancel_racing_delivery_keeps_the_invariants)
     int n = race_iterations();
     struct event_base *base = event_base_new();
     struct evexec_loop *loop = evexec_loop_new(base);
-    struct evexec_pool *pool = pool_of(2);
+    struct evexec_pool *pool = new_pool(2);
     struct race_task *tasks = calloc((size_t)n, sizeof(*tasks));
     int cancel_true = 0, cancel_false = 0, cancelled_before_start = 0;
     for (int i = 0; i < n; i++) {

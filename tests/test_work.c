@@ -19,8 +19,8 @@
  * the request with job_of(); req->data holds a sentinel the library must
  * leave alone. Work functions and afters record, the main thread asserts.
  *
- * The allocation count uses a counting malloc defined in this program (it
- * forwards to glibc's own allocator, as in test_chain.c) and, in builds
+ * The allocation count uses the counting malloc of testutil.h (it forwards
+ * to glibc's own allocator) and, in builds
  * configured with --enable-fault-injection, the library's own count of its
  * allocations; the "pool fails at once" case makes worker creation fail
  * with the fault-injection hook when the library has it, or with a
@@ -49,62 +49,19 @@
 
 #include "evexec.h"
 
-#define TESTUTIL_LOOP_FIXTURE /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_LOOP_FIXTURE   /* base, loop, make_loop, free_loop, dispatch */
+#define TESTUTIL_POOL_HELPERS   /* new_pool, stats_of, assert_balanced */
+#define TESTUTIL_COUNTING_MALLOC /* counted_allocs, count_this_thread */
 #include "testutil.h"
 
 TestSuite(work, .timeout = 60, .fini = fail_on_leaks);
 
-/* ---- interposed allocator and thread creation (not under sanitizers) ----- */
+/* ---- interposed thread creation (not under sanitizers) ------------------- */
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define NO_INTERPOSING 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define NO_INTERPOSING 1
-#endif
-#endif
-#if !defined(__GLIBC__)
-#define NO_INTERPOSING 1
-#endif
-
-static atomic_long counted_allocs;
-static __thread bool count_this_thread;
 /* Thread creation fails (EAGAIN) while this is set. */
 static atomic_bool refuse_threads;
 
-#ifndef NO_INTERPOSING
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void __libc_free(void *p);
-
-void *malloc(size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_malloc(size);
-}
-
-void *calloc(size_t n, size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_calloc(n, size);
-}
-
-void *realloc(void *p, size_t size)
-{
-    if (count_this_thread)
-        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
-    return __libc_realloc(p, size);
-}
-
-void free(void *p)
-{
-    __libc_free(p);
-}
-
+#ifndef TESTUTIL_NO_INTERPOSING
 int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
     typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
@@ -130,7 +87,7 @@ static bool refuse_next_thread(void)
 #ifdef EVEXEC_FAULT_INJECTION
     evexec__fault_fail_thread(1);
     return true;
-#elif !defined(NO_INTERPOSING)
+#elif !defined(TESTUTIL_NO_INTERPOSING)
     atomic_store(&refuse_threads, true);
     return true;
 #else
@@ -146,33 +103,7 @@ static void allow_threads(void)
     atomic_store(&refuse_threads, false);
 }
 
-/* ---- pools --------------------------------------------------------------- */
-
-static struct evexec_pool *new_pool(unsigned workers)
-{
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = workers;
-    struct evexec_pool *pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(pool, "evexec_pool_new: %s", evexec_strerror(errno));
-    return pool;
-}
-
-static struct evexec_pool_stats stats_of(struct evexec_pool *pool)
-{
-    struct evexec_pool_stats st;
-    cr_assert_eq(evexec_pool_get_stats(pool, &st), 0);
-    return st;
-}
-
-static void assert_balanced(const struct evexec_pool_stats *st, const char *when)
-{
-    cr_assert_eq(st->submitted, st->completed + st->cancelled + st->failed + st->queued +
-                                    st->running,
-                 "%s: submitted %llu != completed %llu + cancelled %llu + failed %llu + "
-                 "queued %zu + running %u", when, (unsigned long long)st->submitted,
-                 (unsigned long long)st->completed, (unsigned long long)st->cancelled,
-                 (unsigned long long)st->failed, st->queued, st->running);
-}
+/* ---- the gate ------------------------------------------------------------ */
 
 /* Holds worker threads until the test opens it (testutil.h). */
 static struct gate gate = GATE_INITIALIZER;
@@ -317,6 +248,81 @@ static void setup(void)
     in_call = false;
 }
 
+/* Queue n jobs on pool, with ids first_id on. */
+static void queue_jobs(struct evexec_pool *pool, struct job *jobs, int n, int first_id)
+{
+    for (int i = 0; i < n; i++) {
+        job_init(&jobs[i], first_id + i);
+        cr_assert_eq(queue_job(pool, &jobs[i]), 0);
+    }
+}
+
+/* Run loop passes (bounded) until j's after ran: a cancelled request's after
+ * is due on a later pass, without waiting for a worker. */
+static void run_passes_until_after(struct job *j)
+{
+    for (int i = 0; i < 100 && atomic_load(&j->after_calls) == 0; i++)
+        event_base_loop(base, EVLOOP_NONBLOCK);
+}
+
+/* ---- a pool whose only worker is held ------------------------------------- */
+
+/* A task of no loop that holds a worker on the gate. */
+static int gate_task(void *arg, void **result)
+{
+    (void)result;
+    gate_pass(arg);
+    return 0;
+}
+
+/* A pool (or view) whose only worker is held on the fixture's gate, so what a
+ * test queues behind it stays queued until the gate opens. The blocker is a
+ * request of the loop (hold: its after can be checked, and it keeps the loop
+ * alive) or a task of no loop (hold_with_task: for tests whose loop must see
+ * only their own requests). */
+struct held_pool {
+    struct evexec_pool *pool;
+    struct gate gate;
+    struct job blocker;          /* the blocking request (hold) */
+    struct evexec_cfuture *task; /* the blocking task (hold_with_task), else NULL */
+};
+
+static void hold(struct held_pool *hp, struct evexec_pool *pool, int blocker_id)
+{
+    hp->pool = pool;
+    hp->task = NULL;
+    gate_init(&hp->gate);
+    job_init(&hp->blocker, blocker_id);
+    hp->blocker.gate = &hp->gate;
+    cr_assert_eq(queue_job(pool, &hp->blocker), 0);
+    cr_assert(gate_wait_arrived(&hp->gate, 1), "the blocker never started");
+}
+
+static void hold_with_task(struct held_pool *hp, struct evexec_pool *pool)
+{
+    hp->pool = pool;
+    gate_init(&hp->gate);
+    job_init(&hp->blocker, -1); /* not queued */
+    hp->task = evexec_pool_submit(pool, gate_task, &hp->gate, NULL);
+    cr_assert_not_null(hp->task);
+    cr_assert(gate_wait_arrived(&hp->gate, 1), "the blocker never started");
+}
+
+static void let_go(struct held_pool *hp)
+{
+    gate_open(&hp->gate);
+}
+
+/* Open the gate, free the pool (which joins its workers: after this nothing
+ * queued on it runs any more), then the blocker. */
+static void held_pool_fini(struct held_pool *hp)
+{
+    gate_open(&hp->gate);
+    evexec_pool_free(hp->pool);
+    evexec_cfuture_release(hp->task);
+    gate_destroy(&hp->gate);
+}
+
 /* ========================================================================== */
 
 Test(work, after_runs_on_the_loop_thread_exactly_once_with_the_works_status_and_result)
@@ -427,33 +433,27 @@ Test(work, after_is_never_called_inside_queue_work_even_when_the_pool_fails_at_o
 Test(work, a_queued_request_that_is_cancelled_never_runs_and_its_after_gets_ecanceled_on_a_later_pass)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct job blocker, j;
-    job_init(&blocker, 0);
-    blocker.gate = &gate;
-    job_init(&j, 1);
-    cr_assert_eq(queue_job(pool, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1), "the blocker never started");
-    cr_assert_eq(queue_job(pool, &j), 0);
+    struct held_pool hp;
+    hold(&hp, new_pool(1), 0);
+    struct job j;
+    queue_jobs(hp.pool, &j, 1, 1);
     in_call = true;
     cr_assert(evexec_work_cancel(&j.req));
     in_call = false;
     cr_assert_eq(atomic_load(&j.after_calls), 0, "after ran inside evexec_work_cancel");
-    /* Due on a later pass, without waiting for the busy worker. */
-    for (int i = 0; i < 100 && atomic_load(&j.after_calls) == 0; i++)
-        event_base_loop(base, EVLOOP_NONBLOCK);
+    run_passes_until_after(&j);
     cr_assert_eq(atomic_load(&j.after_calls), 1, "the cancelled request's after waited for "
                  "the worker");
     cr_assert_eq(j.after_status, ECANCELED);
     cr_assert_null(j.after_result);
     cr_assert(!j.after_in_call);
     cr_assert(on_loop_thread(j.after_thread));
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
     cr_assert_eq(atomic_load(&j.ran), 0, "a cancelled queued request ran");
     cr_assert_eq(atomic_load(&j.after_calls), 1);
-    cr_assert_eq(atomic_load(&blocker.after_calls), 1);
+    cr_assert_eq(atomic_load(&hp.blocker.after_calls), 1);
     free_loop();
 }
 
@@ -481,18 +481,26 @@ Test(work, cancel_of_a_running_request_returns_false_and_the_work_sees_cancel_re
     cr_assert_eq(atomic_load(&results_freed), 1);
 }
 
+/* Queue j on a new pool of one worker and join the worker: j has run and
+ * its outcome is on its way to the loop, not delivered yet. @return the
+ * pool, shut down. */
+static struct evexec_pool *finished_undelivered(struct job *j)
+{
+    struct evexec_pool *pool = new_pool(1);
+    cr_assert_eq(queue_job(pool, j), 0);
+    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
+    cr_assert_eq(atomic_load(&j->ran), 1);
+    cr_assert_eq(atomic_load(&j->after_calls), 0);
+    return pool;
+}
+
 Test(work, cancel_of_a_finished_but_undelivered_request_returns_false_and_after_reports_the_result)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
     struct job j;
     job_init(&j, 1);
     j.status = EIO;
-    cr_assert_eq(queue_job(pool, &j), 0);
-    /* Joining the worker means the outcome is on its way to the loop. */
-    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
-    cr_assert_eq(atomic_load(&j.ran), 1);
-    cr_assert_eq(atomic_load(&j.after_calls), 0);
+    struct evexec_pool *pool = finished_undelivered(&j);
     cr_assert(!evexec_work_cancel(&j.req), "cancel of a finished request returned true");
     dispatch();
     cr_assert_eq(atomic_load(&j.after_calls), 1);
@@ -506,21 +514,17 @@ Test(work, cancel_of_a_finished_but_undelivered_request_returns_false_and_after_
 Test(work, cancel_twice_returns_true_both_times_and_after_runs_once)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct job blocker, j;
-    job_init(&blocker, 0);
-    blocker.gate = &gate;
-    job_init(&j, 1);
-    cr_assert_eq(queue_job(pool, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
-    cr_assert_eq(queue_job(pool, &j), 0);
+    struct held_pool hp;
+    hold(&hp, new_pool(1), 0);
+    struct job j;
+    queue_jobs(hp.pool, &j, 1, 1);
     cr_assert(evexec_work_cancel(&j.req));
     cr_assert(evexec_work_cancel(&j.req), "a second cancel of a cancelled request returned false");
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     cr_assert_eq(atomic_load(&j.after_calls), 1);
     cr_assert_eq(j.after_status, ECANCELED);
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
     cr_assert_eq(atomic_load(&j.ran), 0);
     free_loop();
 }
@@ -587,21 +591,17 @@ static struct heap_req *heap_req_new(int *afters, int *statuses, int index)
 Test(work, the_request_memory_can_be_freed_in_after)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct job blocker;
-    job_init(&blocker, 0);
-    blocker.gate = &gate;
-    cr_assert_eq(queue_job(pool, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold(&hp, new_pool(1), 0);
     int afters[4] = {0}, statuses[4] = {0};
     struct heap_req *h[4];
     for (int i = 0; i < 4; i++) {
         h[i] = heap_req_new(afters, statuses, i);
-        cr_assert_eq(evexec_queue_work(loop, pool, &h[i]->req, heap_work, heap_after), 0);
+        cr_assert_eq(evexec_queue_work(loop, hp.pool, &h[i]->req, heap_work, heap_after), 0);
     }
     cr_assert(evexec_work_cancel(&h[1]->req)); /* freed on the cancel path */
     cr_assert(evexec_work_cancel(&h[3]->req));
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     for (int i = 0; i < 4; i++) {
         cr_assert_eq(afters[i], 1, "request %d: after ran %d times", i, afters[i]);
@@ -609,7 +609,7 @@ Test(work, the_request_memory_can_be_freed_in_after)
                      evexec_strerror(statuses[i]));
     }
     free_loop();
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
     cr_assert_eq(atomic_load(&results_freed), atomic_load(&results_made));
 }
 
@@ -678,15 +678,10 @@ Test(work, a_full_bounded_queue_returns_eagain)
     cfg.max_queued = 2;
     struct evexec_pool *pool = evexec_pool_new(&cfg);
     cr_assert_not_null(pool);
-    struct job blocker, q[2], over;
-    job_init(&blocker, 0);
-    blocker.gate = &gate;
-    cr_assert_eq(queue_job(pool, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
-    for (int i = 0; i < 2; i++) {
-        job_init(&q[i], i + 1);
-        cr_assert_eq(queue_job(pool, &q[i]), 0);
-    }
+    struct held_pool hp;
+    hold(&hp, pool, 0);
+    struct job q[2], over;
+    queue_jobs(pool, q, 2, 1);
     job_init(&over, 3);
     scribble(&over);
     cr_assert_eq(evexec_queue_work(loop, pool, &over.req, job_work, never_after), EAGAIN);
@@ -696,7 +691,7 @@ Test(work, a_full_bounded_queue_returns_eagain)
     struct job again;
     job_init(&again, 4);
     cr_assert_eq(queue_job(pool, &again), 0, "the cancelled request still took a place");
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     cr_assert_eq(over.after_calls, 0);
     cr_assert_eq(atomic_load(&over.ran), 0);
@@ -710,27 +705,21 @@ Test(work, a_full_bounded_queue_returns_eagain)
     vcfg.max_queued = 1;
     struct evexec_pool *view = evexec_pool_new_view(pool, &vcfg);
     cr_assert_not_null(view);
-    struct gate g2;
-    gate_init(&g2);
-    struct job vb, vq, vover;
-    job_init(&vb, 10);
-    vb.gate = &g2;
-    job_init(&vq, 11);
+    struct held_pool vhp;
+    hold(&vhp, view, 10);
+    struct job vq, vover;
+    queue_jobs(view, &vq, 1, 11);
     job_init(&vover, 12);
     scribble(&vover);
-    cr_assert_eq(queue_job(view, &vb), 0);
-    cr_assert(gate_wait_arrived(&g2, 1));
-    cr_assert_eq(queue_job(view, &vq), 0);
     cr_assert_eq(evexec_queue_work(loop, view, &vover.req, job_work, never_after), EAGAIN);
     cr_assert(data_untouched(&vover));
-    gate_open(&g2);
+    let_go(&vhp);
     dispatch();
     cr_assert_eq(vover.after_calls, 0);
     cr_assert_eq(atomic_load(&vq.after_calls), 1);
     free_loop();
-    evexec_pool_free(view);
-    evexec_pool_free(pool);
-    gate_destroy(&g2);
+    held_pool_fini(&vhp);
+    held_pool_fini(&hp);
 }
 
 Test(work, a_shut_down_pool_returns_eshutdown)
@@ -857,33 +846,21 @@ Test(work, the_loop_stays_alive_until_every_after_ran)
         cr_assert_eq(evexec_queue_work(loop, pool, &jobs[i].req, slow_work, job_after), 0);
     }
     /* A cancelled one too: its after is due on a later pass. */
-    struct job blocker, cancelled;
-    job_init(&blocker, 10);
-    blocker.gate = &gate;
-    job_init(&cancelled, 11);
-    struct evexec_pool *one = new_pool(1);
-    cr_assert_eq(queue_job(one, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
-    cr_assert_eq(queue_job(one, &cancelled), 0);
+    struct held_pool one;
+    hold(&one, new_pool(1), 10);
+    struct job cancelled;
+    queue_jobs(one.pool, &cancelled, 1, 11);
     cr_assert(evexec_work_cancel(&cancelled.req));
-    gate_open(&gate);
+    let_go(&one);
     dispatch(); /* nothing but the requests keeps the loop alive */
     for (int i = 0; i < N; i++)
         cr_assert_eq(atomic_load(&jobs[i].after_calls), 1,
                      "event_base_dispatch returned before request %d's after ran", i);
     cr_assert_eq(atomic_load(&cancelled.after_calls), 1);
-    cr_assert_eq(atomic_load(&blocker.after_calls), 1);
+    cr_assert_eq(atomic_load(&one.blocker.after_calls), 1);
     free_loop();
     evexec_pool_free(pool);
-    evexec_pool_free(one);
-}
-
-/* A task of no loop that holds a worker on the gate. */
-static int gate_task(void *arg, void **result)
-{
-    (void)result;
-    gate_pass(arg);
-    return 0;
+    held_pool_fini(&one);
 }
 
 /* evexec_loop_free with in_call set around it; the fixture's globals are
@@ -901,16 +878,11 @@ static void free_loop_marked(void)
 Test(work, loop_free_with_queued_requests_calls_each_after_with_ecanceled_inside_loop_free_and_none_runs)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
-    cr_assert_not_null(blocker);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold_with_task(&hp, new_pool(1));
     enum { N = 5 };
     struct job jobs[N];
-    for (int i = 0; i < N; i++) {
-        job_init(&jobs[i], i);
-        cr_assert_eq(queue_job(pool, &jobs[i]), 0);
-    }
+    queue_jobs(hp.pool, jobs, N, 0);
     free_loop_marked();
     for (int i = 0; i < N; i++) {
         struct job *j = &jobs[i];
@@ -922,13 +894,11 @@ Test(work, loop_free_with_queued_requests_calls_each_after_with_ecanceled_inside
                      evexec_strerror(j->after_status));
         cr_assert_null(j->after_result);
     }
-    gate_open(&gate);
-    evexec_pool_free(pool); /* joins the worker: it saw the rest of the queue */
+    held_pool_fini(&hp); /* joins the worker: it saw the rest of the queue */
     for (int i = 0; i < N; i++) {
         cr_assert_eq(atomic_load(&jobs[i].ran), 0, "request %d ran after evexec_loop_free", i);
         cr_assert_eq(atomic_load(&jobs[i].after_calls), 1);
     }
-    evexec_cfuture_release(blocker);
 }
 
 Test(work, loop_free_with_a_running_request_calls_its_after_on_the_worker_with_ecanceled_and_the_result)
@@ -958,12 +928,9 @@ Test(work, loop_free_with_a_running_request_calls_its_after_on_the_worker_with_e
 Test(work, loop_free_with_a_finished_undelivered_request_calls_its_after_once_with_ecanceled_and_the_result)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
     struct job j;
     job_init(&j, 1);
-    cr_assert_eq(queue_job(pool, &j), 0);
-    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0); /* outcome posted */
-    cr_assert_eq(atomic_load(&j.after_calls), 0);
+    struct evexec_pool *pool = finished_undelivered(&j);
     free_loop_marked();
     cr_assert_eq(atomic_load(&j.after_calls), 1, "after ran %d times by the end of "
                  "evexec_loop_free", atomic_load(&j.after_calls));
@@ -979,24 +946,19 @@ Test(work, loop_free_with_a_finished_undelivered_request_calls_its_after_once_wi
 Test(work, a_cancelled_request_whose_after_is_still_due_at_loop_free_gets_it_once_inside_loop_free)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
-    cr_assert_not_null(blocker);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold_with_task(&hp, new_pool(1));
     struct job j;
-    job_init(&j, 1);
-    cr_assert_eq(queue_job(pool, &j), 0);
+    queue_jobs(hp.pool, &j, 1, 1);
     cr_assert(evexec_work_cancel(&j.req));
     cr_assert_eq(atomic_load(&j.after_calls), 0);
     free_loop_marked();
     cr_assert_eq(atomic_load(&j.after_calls), 1);
     cr_assert(j.after_in_call);
     cr_assert_eq(j.after_status, ECANCELED);
-    gate_open(&gate);
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
     cr_assert_eq(atomic_load(&j.ran), 0);
     cr_assert_eq(atomic_load(&j.after_calls), 1);
-    evexec_cfuture_release(blocker);
 }
 
 Test(work, loop_free_with_requests_queued_and_running_on_the_default_pool_calls_every_after_once)
@@ -1056,17 +1018,14 @@ Test(work, loop_free_takes_only_its_own_requests_out_of_a_shared_pool)
     cr_assert_not_null(base_b);
     struct evexec_loop *loop_b = evexec_loop_new(base_b);
     cr_assert_not_null(loop_b);
-    struct evexec_pool *pool = new_pool(1);
-    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
-    cr_assert_not_null(blocker);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold_with_task(&hp, new_pool(1));
     enum { N = 3 };
     struct job mine[N], theirs[N];
     for (int i = 0; i < N; i++) {
-        job_init(&mine[i], i);
+        queue_jobs(hp.pool, &mine[i], 1, i);
         job_init(&theirs[i], 10 + i);
-        cr_assert_eq(queue_job(pool, &mine[i]), 0);
-        cr_assert_eq(evexec_queue_work(loop_b, pool, &theirs[i].req, job_work, job_after), 0);
+        cr_assert_eq(evexec_queue_work(loop_b, hp.pool, &theirs[i].req, job_work, job_after), 0);
     }
     free_loop_marked(); /* loop A */
     for (int i = 0; i < N; i++) {
@@ -1075,7 +1034,7 @@ Test(work, loop_free_takes_only_its_own_requests_out_of_a_shared_pool)
         cr_assert_eq(atomic_load(&theirs[i].after_calls), 0, "loop B's request %d was "
                      "delivered by loop A's teardown", i);
     }
-    gate_open(&gate);
+    let_go(&hp);
     cr_assert(dispatch_bounded(base_b, loop_b, WATCHDOG_SECONDS));
     for (int i = 0; i < N; i++) {
         cr_assert_eq(atomic_load(&theirs[i].after_calls), 1);
@@ -1086,31 +1045,24 @@ Test(work, loop_free_takes_only_its_own_requests_out_of_a_shared_pool)
     }
     evexec_loop_free(loop_b);
     event_base_free(base_b);
-    evexec_pool_free(pool);
-    evexec_cfuture_release(blocker);
+    held_pool_fini(&hp);
 }
 
 Test(work, pool_shutdown_cancel_pending_gives_queued_requests_ecanceled)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct job blocker;
-    job_init(&blocker, 100);
-    blocker.gate = &gate;
-    cr_assert_eq(queue_job(pool, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold(&hp, new_pool(1), 100);
+    struct evexec_pool *pool = hp.pool;
     enum { N = 4 };
     struct job jobs[N];
-    for (int i = 0; i < N; i++) {
-        job_init(&jobs[i], i);
-        cr_assert_eq(queue_job(pool, &jobs[i]), 0);
-    }
+    queue_jobs(pool, jobs, N, 0);
     in_call = true;
     cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), 0);
     in_call = false;
     for (int i = 0; i < N; i++)
         cr_assert_eq(atomic_load(&jobs[i].after_calls), 0, "after ran inside the shutdown");
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     for (int i = 0; i < N; i++) {
         struct job *j = &jobs[i];
@@ -1121,8 +1073,8 @@ Test(work, pool_shutdown_cancel_pending_gives_queued_requests_ecanceled)
         cr_assert(!j->after_in_call);
         cr_assert_null(j->after_result);
     }
-    cr_assert_eq(atomic_load(&blocker.after_calls), 1);
-    cr_assert_eq(blocker.after_status, 0, "the running request was not cancelled");
+    cr_assert_eq(atomic_load(&hp.blocker.after_calls), 1);
+    cr_assert_eq(hp.blocker.after_status, 0, "the running request was not cancelled");
     cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
     struct evexec_pool_stats st = stats_of(pool);
     assert_balanced(&st, "after the shutdown");
@@ -1130,28 +1082,24 @@ Test(work, pool_shutdown_cancel_pending_gives_queued_requests_ecanceled)
     for (int i = 0; i < N; i++)
         cr_assert_eq(atomic_load(&jobs[i].ran), 0);
     free_loop();
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
 }
 
 Test(work, cancel_of_a_request_that_a_pool_shutdown_cancelled_returns_true)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct job blocker, j;
-    job_init(&blocker, 0);
-    blocker.gate = &gate;
-    job_init(&j, 1);
-    cr_assert_eq(queue_job(pool, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
-    cr_assert_eq(queue_job(pool, &j), 0);
-    cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), 0);
+    struct held_pool hp;
+    hold(&hp, new_pool(1), 0);
+    struct job j;
+    queue_jobs(hp.pool, &j, 1, 1);
+    cr_assert_eq(evexec_pool_shutdown(hp.pool, EVEXEC_SHUTDOWN_CANCEL_PENDING), 0);
     /* It has not started and never will: it is cancelled already. */
     bool cancelled = evexec_work_cancel(&j.req);
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     cr_assert_eq(atomic_load(&j.after_calls), 1);
     cr_assert_eq(j.after_status, ECANCELED);
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
     cr_assert_eq(atomic_load(&j.ran), 0);
     cr_assert(cancelled, "evexec_work_cancel returned false for a request that never ran "
               "and was cancelled already (by the pool's shutdown)");
@@ -1172,15 +1120,6 @@ static void *shutter_main(void *arg)
     return NULL;
 }
 
-static void spin_us(long us)
-{
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
-}
-
 /* A shutdown takes the whole queue at once and then cancels the requests one
  * by one: a cancel in between must still answer true, since none of them
  * will ever run. The delays only move the cancels across that window; no
@@ -1193,18 +1132,14 @@ Test(work, cancel_racing_a_pool_shutdown_on_another_thread_returns_true_for_ever
     static const long delays_us[] = {0, 10, 50, 200, 1000};
     long wrong = 0;
     for (size_t d = 0; d < sizeof(delays_us) / sizeof(delays_us[0]); d++) {
-        struct evexec_pool *pool = new_pool(1);
-        struct gate g;
-        gate_init(&g);
-        struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &g, NULL);
-        cr_assert_not_null(blocker);
-        cr_assert(gate_wait_arrived(&g, 1));
+        struct held_pool hp;
+        hold_with_task(&hp, new_pool(1));
         for (int i = 0; i < N; i++) {
             job_init(&jobs[i], i);
             jobs[i].store_result = false;
-            cr_assert_eq(queue_job(pool, &jobs[i]), 0);
+            cr_assert_eq(queue_job(hp.pool, &jobs[i]), 0);
         }
-        struct shutter sh = {.pool = pool};
+        struct shutter sh = {.pool = hp.pool};
         pthread_t t;
         cr_assert_eq(pthread_create(&t, NULL, shutter_main, &sh), 0);
         while (!atomic_load(&sh.started))
@@ -1214,7 +1149,7 @@ Test(work, cancel_racing_a_pool_shutdown_on_another_thread_returns_true_for_ever
         for (int i = 0; i < N; i++)
             falses += !evexec_work_cancel(&jobs[i].req); /* the only worker is held */
         pthread_join(t, NULL);
-        gate_open(&g);
+        let_go(&hp);
         dispatch();
         for (int i = 0; i < N; i++) {
             cr_assert_eq(atomic_load(&jobs[i].after_calls), 1);
@@ -1224,9 +1159,7 @@ Test(work, cancel_racing_a_pool_shutdown_on_another_thread_returns_true_for_ever
         if (falses)
             cr_log_warn("delay %ld us: %ld of %d cancels answered false", delays_us[d], falses, N);
         wrong += falses;
-        evexec_pool_free(pool);
-        evexec_cfuture_release(blocker);
-        gate_destroy(&g);
+        held_pool_fini(&hp);
     }
     cr_assert_eq(wrong, 0, "evexec_work_cancel answered false %ld times for requests that "
                  "never ran (a pool shutdown on another thread was cancelling them)", wrong);
@@ -1249,23 +1182,19 @@ static void requeue_in_free_after(struct evexec_work *req, int status, void *res
 Test(work, queueing_from_an_after_called_inside_loop_free_returns_eclosed)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    requeue_in_free_pool = pool;
-    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
-    cr_assert_not_null(blocker);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold_with_task(&hp, new_pool(1));
+    requeue_in_free_pool = hp.pool;
     struct job j;
     job_init(&j, 1);
-    cr_assert_eq(evexec_queue_work(loop, pool, &j.req, job_work, requeue_in_free_after), 0);
+    cr_assert_eq(evexec_queue_work(loop, hp.pool, &j.req, job_work, requeue_in_free_after), 0);
     free_loop_marked();
     cr_assert_eq(atomic_load(&j.after_calls), 1);
     cr_assert_eq(requeue_in_free_rc, EVEXEC_ECLOSED, "got %s",
                  evexec_strerror(requeue_in_free_rc));
-    gate_open(&gate);
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
     cr_assert_eq(atomic_load(&j.ran), 0);
     cr_assert_eq(atomic_load(&j.after_calls), 1);
-    evexec_cfuture_release(blocker);
 }
 
 /* The order in which callbacks and afters ran. */
@@ -1286,17 +1215,15 @@ static void order_after(struct evexec_work *req, int status, void *result)
 Test(work, a_cancelled_requests_after_keeps_its_place_among_call_soon_callbacks)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
-    cr_assert_not_null(blocker);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold_with_task(&hp, new_pool(1));
     struct job j;
     job_init(&j, 2);
-    cr_assert_eq(evexec_queue_work(loop, pool, &j.req, job_work, order_after), 0);
+    cr_assert_eq(evexec_queue_work(loop, hp.pool, &j.req, job_work, order_after), 0);
     cr_assert_eq(evexec_call_soon(loop, order_soon, (void *)1), 0);
     cr_assert(evexec_work_cancel(&j.req));
     cr_assert_eq(evexec_call_soon(loop, order_soon, (void *)3), 0);
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     cr_assert_eq(order_len, 3);
     cr_assert_eq(order_log[0], 1);
@@ -1304,8 +1231,7 @@ Test(work, a_cancelled_requests_after_keeps_its_place_among_call_soon_callbacks)
     cr_assert_eq(order_log[2], 3);
     cr_assert_eq(j.after_status, ECANCELED);
     free_loop();
-    evexec_pool_free(pool);
-    evexec_cfuture_release(blocker);
+    held_pool_fini(&hp);
 }
 
 /* How many works run at once, and the most seen. */
@@ -1375,20 +1301,16 @@ Test(work, a_request_queued_in_a_view_that_is_cancelled_never_runs)
     struct evexec_pool *pool = new_pool(2);
     struct evexec_pool *view = evexec_pool_new_limited(pool, 1);
     cr_assert_not_null(view);
-    struct job blocker, j;
-    job_init(&blocker, 0);
-    blocker.gate = &gate;
-    job_init(&j, 1);
-    cr_assert_eq(queue_job(view, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
-    cr_assert_eq(queue_job(view, &j), 0);
+    struct held_pool hp;
+    hold(&hp, view, 0);
+    struct job j;
+    queue_jobs(view, &j, 1, 1);
     cr_assert(evexec_work_cancel(&j.req));
-    for (int i = 0; i < 100 && atomic_load(&j.after_calls) == 0; i++)
-        event_base_loop(base, EVLOOP_NONBLOCK);
+    run_passes_until_after(&j);
     cr_assert_eq(atomic_load(&j.after_calls), 1, "the cancelled request's after waited for "
                  "the view's running request");
     cr_assert_eq(j.after_status, ECANCELED);
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     cr_assert_eq(evexec_pool_shutdown(view, EVEXEC_SHUTDOWN_WAIT), 0);
     struct evexec_pool_stats st = stats_of(view);
@@ -1397,7 +1319,7 @@ Test(work, a_request_queued_in_a_view_that_is_cancelled_never_runs)
     cr_assert_eq(atomic_load(&j.ran), 0, "a cancelled request of a view ran");
     cr_assert_eq(atomic_load(&j.after_calls), 1);
     free_loop();
-    evexec_pool_free(view);
+    held_pool_fini(&hp);
     evexec_pool_free(pool);
 }
 
@@ -1411,13 +1333,6 @@ long evexec__fault_alloc_count(void);
 #else
 #define LIBRARY_ALLOCS() 0L
 #endif
-
-static __attribute__((unused)) int count_allocs_on_worker(void *ctx)
-{
-    (void)ctx;
-    count_this_thread = true;
-    return 0;
-}
 
 static int token_work(void *arg, void **result)
 {
@@ -1472,15 +1387,9 @@ static void noop_timer(evutil_socket_t fd, short what, void *arg)
 Test(work, no_allocation_per_request)
 {
     bool count_malloc = false, count_library = false;
-#ifndef NO_INTERPOSING
+#ifndef TESTUTIL_NO_INTERPOSING
     if (!RUNNING_ON_VALGRIND) {
-        count_this_thread = true;
-        long probe = atomic_load(&counted_allocs);
-        void *(*volatile do_malloc)(size_t) = malloc;
-        free(do_malloc(32));
-        count_this_thread = false;
-        cr_assert_eq(atomic_load(&counted_allocs) - probe, 1,
-                     "the counting malloc is not in effect");
+        cr_assert(counting_malloc_works(), "the counting malloc is not in effect");
         count_malloc = true;
     }
 #endif
@@ -1492,12 +1401,8 @@ Test(work, no_allocation_per_request)
                      "no fault injection)");
 
     setup();
-    struct evexec_pool_config cfg = {0};
-    cfg.max_workers = 1;
-    cfg.min_workers = 1;
-    cfg.thread_init = count_allocs_on_worker;
-    alloc_pool = evexec_pool_new(&cfg);
-    cr_assert_not_null(alloc_pool);
+    alloc_pool = counting_pool_new();
+    cr_assert_not_null(alloc_pool, "evexec_pool_new: %s", evexec_strerror(errno));
     /* Warm up: the worker thread, libevent's bookkeeping for the wakeup,
      * and libevent's timer heap, which the loop uses to run its queue on
      * the next pass when work arrives at the end of a pass (libevent
@@ -1543,18 +1448,12 @@ Test(work, no_allocation_per_request)
 Test(work, pool_stats_balance_after_cancelled_requests)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct job blocker;
-    job_init(&blocker, 0);
-    blocker.gate = &gate;
-    cr_assert_eq(queue_job(pool, &blocker), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold(&hp, new_pool(1), 0);
+    struct evexec_pool *pool = hp.pool;
     enum { N = 4 };
     struct job jobs[N];
-    for (int i = 0; i < N; i++) {
-        job_init(&jobs[i], i + 1);
-        cr_assert_eq(queue_job(pool, &jobs[i]), 0);
-    }
+    queue_jobs(pool, jobs, N, 1);
     struct evexec_pool_stats st = stats_of(pool);
     assert_balanced(&st, "one running, four queued");
     cr_assert_eq(st.running, 1);
@@ -1563,7 +1462,7 @@ Test(work, pool_stats_balance_after_cancelled_requests)
     cr_assert(evexec_work_cancel(&jobs[2].req));
     st = stats_of(pool);
     assert_balanced(&st, "two cancelled");
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
     cr_assert_eq(evexec_pool_shutdown(pool, EVEXEC_SHUTDOWN_WAIT), 0);
     st = stats_of(pool);
@@ -1574,7 +1473,7 @@ Test(work, pool_stats_balance_after_cancelled_requests)
     cr_assert_eq(st.queued, 0);
     cr_assert_eq(st.running, 0);
     free_loop();
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
 }
 
 /* ---- fork ------------------------------------------------------------------- */
@@ -1636,19 +1535,16 @@ static int child_checks(struct evexec_pool *parent_pool, struct job *parent_queu
 Test(work, in_a_forked_child_every_request_entry_point_answers_eforked)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct job running, queued;
-    job_init(&running, 1);
-    running.gate = &gate;
-    job_init(&queued, 2);
-    cr_assert_eq(queue_job(pool, &running), 0);
-    cr_assert(gate_wait_arrived(&gate, 1));
-    cr_assert_eq(queue_job(pool, &queued), 0);
+    struct held_pool hp;
+    hold(&hp, new_pool(1), 1);
+    struct job *running = &hp.blocker;
+    struct job queued;
+    queue_jobs(hp.pool, &queued, 1, 2);
     fflush(NULL);
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0)
-        _exit(child_checks(pool, &queued, &running));
+        _exit(child_checks(hp.pool, &queued, running));
     int status;
     while (waitpid(pid, &status, 0) < 0)
         cr_assert_eq(errno, EINTR);
@@ -1657,14 +1553,14 @@ Test(work, in_a_forked_child_every_request_entry_point_answers_eforked)
     cr_assert_eq(WEXITSTATUS(status), 0, "child check %d failed%s", WEXITSTATUS(status),
                  WEXITSTATUS(status) == 6 ? " (a refused request was written to)" : "");
     /* The parent is unaffected. */
-    gate_open(&gate);
+    let_go(&hp);
     dispatch();
-    cr_assert_eq(atomic_load(&running.after_calls), 1);
-    cr_assert_eq(running.after_status, 0);
+    cr_assert_eq(atomic_load(&running->after_calls), 1);
+    cr_assert_eq(running->after_status, 0);
     cr_assert_eq(atomic_load(&queued.after_calls), 1);
     cr_assert_eq(queued.after_status, 0);
     free_loop();
-    evexec_pool_free(pool);
+    held_pool_fini(&hp);
 }
 
 /* ---- requests and futures on one worker ----------------------------------- */
@@ -1722,10 +1618,9 @@ static int value_work(void *arg, void **result)
 Test(work, run_in_executor_futures_and_requests_mixed_on_one_pool_deliver_in_submission_order_on_a_single_worker)
 {
     setup();
-    struct evexec_pool *pool = new_pool(1);
-    struct evexec_cfuture *blocker = evexec_pool_submit(pool, gate_task, &gate, NULL);
-    cr_assert_not_null(blocker);
-    cr_assert(gate_wait_arrived(&gate, 1));
+    struct held_pool hp;
+    hold_with_task(&hp, new_pool(1));
+    struct evexec_pool *pool = hp.pool;
     for (int i = 0; i < MIXED; i++) {
         mixed_is_request[i] = (i * 7) % 3 != 1;
         if (mixed_is_request[i]) {
@@ -1740,7 +1635,7 @@ Test(work, run_in_executor_futures_and_requests_mixed_on_one_pool_deliver_in_sub
                                                          (void *)(intptr_t)i), 0);
         }
     }
-    gate_open(&gate); /* one worker drains them all, in order */
+    let_go(&hp); /* one worker drains them all, in order */
     dispatch();
     cr_assert_eq(mixed_delivered, MIXED);
     cr_assert_eq(mixed_out_of_order, 0, "%d deliveries out of submission order",
@@ -1756,7 +1651,6 @@ Test(work, run_in_executor_futures_and_requests_mixed_on_one_pool_deliver_in_sub
         evexec_future_release(mixed_futures[i]);
     }
     free_loop();
-    evexec_pool_free(pool);
-    evexec_cfuture_release(blocker);
+    held_pool_fini(&hp);
     cr_assert_eq(atomic_load(&results_freed), atomic_load(&results_made));
 }

@@ -2,9 +2,9 @@
  * testutil.h -- helpers shared by the test programs of both halves: bounded
  * waits (a deadline, a sleep, a gate that holds worker threads), a dispatch
  * of an event_base bounded by a watchdog thread, the loop's wakeup
- * descriptor found and broken from outside, TAP output for the plain
- * programs, and the LeakSanitizer check the Criterion suites run after each
- * test.
+ * descriptor found and broken from outside, a counting allocator, TAP
+ * output, seeded choices and clocks for the plain programs, and the
+ * LeakSanitizer check the Criterion suites run after each test.
  *
  * Header only, every function static inline: each test program is one .c
  * file plus this header, so no extra object has to be built per program (the
@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,9 +240,9 @@ static inline bool dispatch_bounded(struct event_base *base, struct evexec_loop 
 /* ---- the bridge suites' fixture (Criterion) ------------------------------ */
 
 /*
- * test_loop, test_future and test_chain define TESTUTIL_LOOP_FIXTURE before
- * including this header (after <criterion/criterion.h>) to get one
- * event_base with its bridge in the globals base and loop, made and freed by
+ * The suites that need a loop (test_loop, test_future, test_chain, test_work
+ * and others) define TESTUTIL_LOOP_FIXTURE before including this header
+ * (after <criterion/criterion.h>) to get one event_base with its bridge in the globals base and loop, made and freed by
  * each test, and dispatch(), which runs the loop under a watchdog of
  * WATCHDOG_SECONDS and fails the test if it had to break it. The globals
  * stay out of the other programs, whose own "base" and "loop" they would
@@ -280,6 +281,148 @@ static inline void dispatch(void)
 }
 
 #endif /* TESTUTIL_LOOP_FIXTURE */
+
+/* ---- pools (Criterion) ----------------------------------------------------- */
+
+/*
+ * Suites that make plain pools and check their statistics define
+ * TESTUTIL_POOL_HELPERS before including this header (after
+ * <criterion/criterion.h>): new_pool, stats_of, and assert_balanced, the
+ * invariant every path must keep (each submitted task is completed,
+ * cancelled, failed, queued or running).
+ */
+#ifdef TESTUTIL_POOL_HELPERS
+
+static inline struct evexec_pool *new_pool(unsigned max_workers)
+{
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = max_workers;
+    struct evexec_pool *pool = evexec_pool_new(&cfg);
+    cr_assert_not_null(pool, "evexec_pool_new: %s", evexec_strerror(errno));
+    return pool;
+}
+
+/* The stats, filled with 0xff first so a field left unwritten shows. */
+static inline struct evexec_pool_stats stats_of(struct evexec_pool *pool)
+{
+    struct evexec_pool_stats st;
+    memset(&st, 0xff, sizeof(st));
+    cr_assert_eq(evexec_pool_get_stats(pool, &st), 0);
+    return st;
+}
+
+static inline void assert_balanced(const struct evexec_pool_stats *st, const char *when)
+{
+    cr_assert_eq(st->submitted, st->completed + st->cancelled + st->failed + st->queued +
+                                    st->running,
+                 "%s: submitted %llu != completed %llu + cancelled %llu + failed %llu + "
+                 "queued %zu + running %u", when, (unsigned long long)st->submitted,
+                 (unsigned long long)st->completed, (unsigned long long)st->cancelled,
+                 (unsigned long long)st->failed, st->queued, st->running);
+}
+
+#endif /* TESTUTIL_POOL_HELPERS */
+
+/* ---- a counting allocator ------------------------------------------------ */
+
+/*
+ * test_chain and test_work define TESTUTIL_COUNTING_MALLOC before including
+ * this header to count allocations: malloc, calloc and realloc of the
+ * program, which forward to glibc's own allocator (__libc_malloc and
+ * friends) and, being in the executable, are what libevexec's calls bind to.
+ * They count into counted_allocs only on threads that set count_this_thread
+ * (the loop thread while measuring, pool workers through
+ * count_allocs_on_worker as thread_init). TESTUTIL_NO_INTERPOSING says the
+ * build cannot replace libc's functions (sanitizers replace them themselves;
+ * a libc other than glibc): the allocator is compiled out, and a program
+ * interposing anything else checks the same macro. Under valgrind, which
+ * replaces the allocator too, nothing is counted (see counting_malloc_works).
+ */
+#ifdef TESTUTIL_COUNTING_MALLOC
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TESTUTIL_NO_INTERPOSING 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define TESTUTIL_NO_INTERPOSING 1
+#endif
+#endif
+#if !defined(__GLIBC__)
+#define TESTUTIL_NO_INTERPOSING 1
+#endif
+
+static atomic_long counted_allocs;
+static __thread bool count_this_thread;
+
+#ifndef TESTUTIL_NO_INTERPOSING
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+extern void __libc_free(void *p);
+
+void *malloc(size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_malloc(size);
+}
+
+void *calloc(size_t n, size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t size)
+{
+    if (count_this_thread)
+        atomic_fetch_add_explicit(&counted_allocs, 1, memory_order_relaxed);
+    return __libc_realloc(p, size);
+}
+
+void free(void *p)
+{
+    __libc_free(p);
+}
+#endif
+
+/* A pool's thread_init that makes its workers count. */
+static inline int count_allocs_on_worker(void *ctx)
+{
+    (void)ctx;
+    count_this_thread = true;
+    return 0;
+}
+
+/* A pool of one worker, started at once and kept, that counts its
+ * allocations; NULL and errno as evexec_pool_new. */
+static inline struct evexec_pool *counting_pool_new(void)
+{
+    struct evexec_pool_config cfg = {0};
+    cfg.max_workers = 1;
+    cfg.min_workers = 1;
+    cfg.thread_init = count_allocs_on_worker;
+    return evexec_pool_new(&cfg);
+}
+
+#ifndef TESTUTIL_NO_INTERPOSING
+/* Whether the counting allocator is in effect for this process (not under
+ * valgrind: ask RUNNING_ON_VALGRIND first): one malloc through a pointer the
+ * compiler cannot see through counts exactly once. */
+static inline bool counting_malloc_works(void)
+{
+    count_this_thread = true;
+    long before = atomic_load(&counted_allocs);
+    void *(*volatile do_malloc)(size_t) = malloc;
+    free(do_malloc(32));
+    count_this_thread = false;
+    return atomic_load(&counted_allocs) - before == 1;
+}
+#endif
+
+#endif /* TESTUTIL_COUNTING_MALLOC */
 
 /* ---- the loop's wakeup descriptor, found and broken from outside ---------- */
 
@@ -352,6 +495,63 @@ static inline void wakeup_fd_restore(int wfd, int saved)
 {
     dup2(saved, wfd);
     close(saved);
+}
+
+/* ---- seeded choices, clocks and settings for the plain programs ---------- */
+
+/* splitmix64: the next number of the stream whose state is *state. A stress
+ * program seeds its streams from one printed seed (EVEXEC_STRESS_SEED
+ * replays it), so a run can be repeated choice for choice. */
+static inline uint64_t rnd_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static inline unsigned rnd_below(uint64_t *state, unsigned n)
+{
+    return (unsigned)(rnd_next(state) % n);
+}
+
+/* The program's main stream, for the one thread that makes its choices;
+ * main sets rnd_state to the seed. */
+static uint64_t rnd_state;
+
+static inline uint64_t rnd(void)
+{
+    return rnd_next(&rnd_state);
+}
+
+/* Seconds on the monotonic clock, for bounding a program's run. */
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Busy (not asleep) for us microseconds: keeps a worker on its CPU. */
+static inline void spin_us(long us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
+}
+
+/* The positive whole number in the environment variable name, else
+ * fallback. */
+static inline long env_long(const char *name, long fallback)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return *end == '\0' && n > 0 ? n : fallback;
 }
 
 /* ---- TAP for the plain programs ------------------------------------------ */
