@@ -176,7 +176,9 @@ fi
 readme=$work/readme
 mkdir -p "$readme"
 sed -n '/^```cmake$/,/^```$/{/^```/d;p}' "$src/README.md" >"$readme/CMakeLists.txt"
-sed -n '/^```c$/,/^```$/{/^```/d;p}' "$src/README.md" >"$readme/app.c"
+# The first C block is the program; later ones are fragments.
+awk '/^```c$/ && !done { inside = 1; next } inside && /^```$/ { inside = 0; done = 1 } inside' \
+    "$src/README.md" >"$readme/app.c"
 if [ ! -s "$readme/CMakeLists.txt" ] || [ ! -s "$readme/app.c" ]; then
     fail "README.md shows no cmake block or no C example"
 elif run "$work/readme-configure.log" cmake -S "$readme" -B "$readme/build" \
