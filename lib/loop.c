@@ -49,7 +49,9 @@
  * Only a wakeup that comes within a millisecond of the previous pass yields,
  * and a yield that caught nothing more backs off as a missed spin does, so a
  * loop waiting for long tasks does not hand its CPU (and its timers' time)
- * to them.
+ * to them. Never on a process that may use one CPU: there every yield hands
+ * the loop's CPU to the workers for a time slice, and W1 pinned to one CPU
+ * ran at a quarter of its speed.
  *
  * Liveness: wake_ev is added only while the loop has chained futures in
  * flight or is referenced (evexec_loop_ref), so an idle bridge lets
@@ -309,11 +311,12 @@ static void spin_for_completions(struct evexec_loop *loop)
 #define YIELD_WITHIN_NS 1000000u
 
 /* Whether to yield before taking the completions (see the top of the file):
- * with as many loops as CPUs, most of the work still out, the previous pass
- * recent, and no recent yield that caught nothing. */
+ * with as many loops as CPUs (more than one), most of the work still out,
+ * the previous pass recent, and no recent yield that caught nothing. */
 static bool yield_before_drain(struct evexec_loop *loop, uint64_t took, uint64_t now)
 {
     return loop->in_flight > 2 * took && now - loop->pass_start_ns < YIELD_WITHIN_NS &&
+           loop->cpus > 1 &&
            atomic_load_explicit(&live_loops, memory_order_relaxed) >= loop->cpus &&
            evexec__backoff_ready(&loop->yield_backoff);
 }
