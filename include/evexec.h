@@ -144,7 +144,9 @@ struct evexec_pool_config {
     /* Fields below go beyond the basic configuration; zero still means default. */
     /** How long an idle worker keeps polling the queue before it sleeps,
      *  in microseconds; 0 → EVEXEC_DEFAULT_SPIN_US. Spinning trades a little
-     *  CPU for a much faster hand-off of the next task. */
+     *  CPU for a much faster hand-off of the next task; a spinning worker
+     *  yields its CPU every few microseconds, so a thread that shares it
+     *  (the loop, often) is not held back. */
     unsigned    spin_us;
     /** Nice increment of worker threads (Linux: per thread), so the loop
      *  thread wins the CPU when both want it; 0 → EVEXEC_DEFAULT_WORKER_NICE. */
@@ -488,8 +490,9 @@ EVEXEC_EXPORT void evexec_loop_unref(struct evexec_loop *loop);
  * in flight, nothing else is queued, and recent completions came that fast.
  * When work completes quickly this saves the worker a wakeup write and the
  * loop a sleep and a cross-CPU wakeup (tens of microseconds on a VM); the
- * price is up to spin_us of CPU per pass and as much delay for other events.
- * 0 turns it off. The default is EVEXEC_DEFAULT_LOOP_SPIN_US, or 0 when the
+ * price is up to spin_us of CPU per pass and as much delay for other events
+ * (the spinning loop yields its CPU every few microseconds to threads that
+ * share it). 0 turns it off. The default is EVEXEC_DEFAULT_LOOP_SPIN_US, or 0 when the
  * process may run on one CPU only.
  * @return 0, EINVAL, EVEXEC_ECLOSED, EVEXEC_EFORKED. Loop thread.
  */

@@ -145,9 +145,13 @@ bool evexec__spin_until(bool (*ready)(const void *ctx), const void *ctx, uint64_
         if (ready(ctx))
             return true;
         evexec__cpu_relax();
-        /* Reading the clock costs more than a poll: look every 64 polls. */
-        if ((i & 63) == 0 && evexec__now_ns() - start >= spin_ns)
-            return false;
+        /* Reading the clock costs more than a poll: look every 64 polls,
+         * and let whoever shares this CPU run (see common.h). */
+        if ((i & 63) == 0) {
+            if (evexec__now_ns() - start >= spin_ns)
+                return false;
+            sched_yield();
+        }
     }
 }
 

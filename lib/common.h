@@ -210,7 +210,11 @@ static inline void evexec__backoff_outcome(struct evexec__backoff *b, bool caugh
     b->skip = b->backoff;
 }
 
-/* Call ready(ctx) until it returns true or spin_ns passed; true if it did. */
+/* Call ready(ctx) until it returns true or spin_ns passed; true if it did.
+ * Every 64 polls (a few microseconds) the spinner also yields its CPU: a
+ * thread it shares the CPU with -- often the very one it waits for, the loop
+ * or the worker about to post -- runs at once instead of after the spin.
+ * With nothing else runnable the yield returns at once. */
 bool evexec__spin_until(bool (*ready)(const void *ctx), const void *ctx, uint64_t spin_ns);
 
 #endif /* EVEXEC_COMMON_H */
