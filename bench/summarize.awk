@@ -44,6 +44,7 @@ function label_of(row) {
     if (row == "w6") return "W6 8 loops pool=2"
     if (row == "w7") return "W7 pool=2"
     if (row == "w7view") return "W7 view=1 pool=2"
+    if (row == "w3idle") return "W3 sched_idle pool=2"
     if (row == "w8") return "W8 pool=2"
     if (row == "w8work") return "W8 pool=2 requests"
     return row
