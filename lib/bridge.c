@@ -76,17 +76,11 @@ int evexec_loop_set_default_pool(struct evexec_loop *loop, struct evexec_pool *p
     return 0;
 }
 
-struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
-                                             struct evexec_pool *pool, evexec_work_fn fn,
-                                             void *arg, evexec_free_fn free_result)
-{
-    return evexec_run_in_executor_ex(loop, pool, fn, arg, free_result, NULL);
-}
-
-struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
-                                                struct evexec_pool *pool, evexec_work_fn fn,
-                                                void *arg, evexec_free_fn free_result,
-                                                evexec_free_fn free_arg)
+/* Both entry points, inlined into each: one call less on every task. */
+static inline struct evexec_future *run_in_executor(struct evexec_loop *loop,
+                                                    struct evexec_pool *pool, evexec_work_fn fn,
+                                                    void *arg, evexec_free_fn free_result,
+                                                    evexec_free_fn free_arg)
 {
     int err = evexec__loop_check(loop, "evexec_run_in_executor");
     if (!err && !fn)
@@ -98,6 +92,21 @@ struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
     if (!pool && !(pool = evexec_loop_default_pool(loop)))
         return NULL;
     return evexec__chain_run(loop, pool, fn, arg, free_result, free_arg);
+}
+
+struct evexec_future *evexec_run_in_executor(struct evexec_loop *loop,
+                                             struct evexec_pool *pool, evexec_work_fn fn,
+                                             void *arg, evexec_free_fn free_result)
+{
+    return run_in_executor(loop, pool, fn, arg, free_result, NULL);
+}
+
+struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop *loop,
+                                                struct evexec_pool *pool, evexec_work_fn fn,
+                                                void *arg, evexec_free_fn free_result,
+                                                evexec_free_fn free_arg)
+{
+    return run_in_executor(loop, pool, fn, arg, free_result, free_arg);
 }
 
 int evexec_queue_work(struct evexec_loop *loop, struct evexec_pool *pool,

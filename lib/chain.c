@@ -182,7 +182,7 @@ static void rie_deliver(struct evexec__handle *h, bool discard)
          * future holds the loop's memory until it dies. */
         evexec__cfuture_drop_result(cf);
     }
-    evexec_future_release(f); /* the delivery's reference */
+    evexec__future_drop(f); /* the delivery's reference */
 }
 
 static void wrap_deliver(struct evexec__handle *h, bool discard)
@@ -194,7 +194,7 @@ static void wrap_deliver(struct evexec__handle *h, bool discard)
         if (f->state == EVEXEC__F_PENDING)
             deliver_outcome(f, b->cf, false);
     }
-    evexec_future_release(f); /* the delivery's reference */
+    evexec__future_drop(f); /* the delivery's reference */
 }
 
 static void wrapped_done(struct evexec_cfuture *cf, void *arg)

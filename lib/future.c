@@ -77,7 +77,7 @@ static void run_callbacks(struct evexec__handle *h, bool discard)
     f->done_queued = false;
     if (!discard)
         run_pending_callbacks(f);
-    evexec_future_release(f);
+    evexec__future_drop(f); /* the queue's reference */
 }
 
 /* Leave PENDING (loop thread). */
@@ -328,6 +328,11 @@ void evexec_future_release(struct evexec_future *f)
 {
     if (!f || evexec__forked(f->loop->fork_gen))
         return; /* an inherited future is leaked, as its loop is */
+    evexec__future_drop(f);
+}
+
+void evexec__future_drop(struct evexec_future *f)
+{
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
     struct evexec_loop *loop = f->loop;

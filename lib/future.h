@@ -71,6 +71,9 @@ void evexec__future_settle_cancelled(struct evexec_future *f);
  * completion costs one pass, not two. */
 void evexec__future_deliver(struct evexec_future *f, unsigned char state, void *result,
                             evexec_free_fn free_result, int error);
+/* evexec_future_release for a reference the library itself holds (never on
+ * an inherited future): no argument checks on the hot path. */
+void evexec__future_drop(struct evexec_future *f);
 /* evexec_loop_free: cancel every pending future of the loop (their hooks
  * run), before the loop is closed. */
 void evexec__future_cancel_all(struct evexec_loop *loop);

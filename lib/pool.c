@@ -166,23 +166,40 @@ static bool forked(const struct evexec_pool *pool)
 
 /* ---- queue (pool lock held) --------------------------------------------- */
 
-/* Move the fast path's submissions to the tail of the queue, oldest first. */
-static void take_incoming(struct evexec_pool *pool)
+/* Move the fast path's submissions to the tail of the queue, oldest first:
+ * one pass that reverses the stack and links it, then one splice (the
+ * counters and the spinners' hint are written once, not per task). */
+static void take_incoming_now(struct evexec_pool *pool)
 {
     struct evexec_cfuture *list = atomic_exchange(&pool->incoming, NULL);
-    struct evexec_cfuture *fifo = NULL;
+    if (!list)
+        return;
+    struct evexec_cfuture *newest = list, *fifo = NULL;
+    size_t n = 0;
     while (list) {
         struct evexec_cfuture *cf = list;
         list = cf->qnext;
-        cf->qnext = fifo;
+        cf->qnext = fifo; /* the newest ends the queue: its qnext is NULL */
+        if (fifo)
+            fifo->qlink = &cf->qnext;
         fifo = cf;
+        n++;
     }
-    while (fifo) {
-        struct evexec_cfuture *cf = fifo;
-        fifo = cf->qnext;
-        evexec__pool_queue_push(pool, cf);
-        pool->submitted++;
-    }
+    fifo->qlink = pool->qtail ? &pool->qtail->qnext : &pool->qhead;
+    *fifo->qlink = fifo;
+    pool->qtail = newest;
+    pool->queued += n;
+    pool->submitted += n;
+    atomic_store_explicit(&pool->queued_hint, pool->queued, memory_order_relaxed);
+}
+
+/* The same, after a cheap look: for whoever does not depend on seeing a push
+ * that races with it (a worker that misses one parks, and parking takes the
+ * stack with the seq_cst exchange). */
+static void take_incoming(struct evexec_pool *pool)
+{
+    if (atomic_load_explicit(&pool->incoming, memory_order_relaxed))
+        take_incoming_now(pool);
 }
 
 /* Whether a submission may skip the lock; closing the path takes what it
@@ -196,14 +213,13 @@ static void update_fast(struct evexec_pool *pool)
         return;
     atomic_store(&pool->fast_submit, fast);
     if (!fast)
-        take_incoming(pool);
+        take_incoming_now(pool); /* after the store: the other half of the pair */
 }
 
 /* The queue's head, after the fast path's submissions joined it. */
 static struct evexec_cfuture *queue_pop(struct evexec_pool *pool)
 {
-    if (atomic_load_explicit(&pool->incoming, memory_order_relaxed))
-        take_incoming(pool);
+    take_incoming(pool);
     return evexec__pool_queue_pop(pool);
 }
 
@@ -605,8 +621,7 @@ static bool worker_spin(struct evexec_pool *pool)
     evexec__lock_acquire(&pool->lock);
     pool->nspinning--;
     evexec__backoff_outcome(&pool->spin, caught);
-    if (atomic_load_explicit(&pool->incoming, memory_order_relaxed))
-        take_incoming(pool);
+    take_incoming(pool);
     return pool->qhead != NULL;
 }
 
