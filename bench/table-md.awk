@@ -11,19 +11,20 @@ BEGIN {
 }
 /^#/ || /^workload / { next }
 {
-    # Split on runs of two or more spaces: labels hold single spaces.
-    n = 0
-    line = $0
-    while (length(line) > 0) {
-        if (match(line, /  +/)) {
-            field[++n] = substr(line, 1, RSTART - 1)
-            line = substr(line, RSTART + RLENGTH)
-        } else {
-            field[++n] = line
-            line = ""
-        }
-    }
-    if (n < 6 || index(keep, " " field[2] " ") == 0)
+    # The workload label may hold spaces: find the 'better' column, which
+    # follows the metric.
+    k = 0
+    for (i = 2; i <= NF; i++)
+        if ($i == "higher" || $i == "lower") { k = i; break }
+    if (k < 3 || index(keep, " " $(k - 1) " ") == 0)
         next
-    printf "| %s | %s | %s | %s | %s |\n", field[1], field[2], field[4], field[5], field[6]
+    label = $1
+    for (i = 2; i <= k - 2; i++)
+        label = label " " $i
+    i = k + 1
+    ev = $i; i++
+    if (substr($i, 1, 1) == "[") { ev = ev " " $i; i++ }
+    uv = $i; i++
+    if (substr($i, 1, 1) == "[") { uv = uv " " $i; i++ }
+    printf "| %s | %s | %s | %s | %s |\n", label, $(k - 1), ev, uv, $i
 }
