@@ -728,8 +728,9 @@ EVEXEC_EXPORT struct evexec_future *evexec_run_in_executor_ex(struct evexec_loop
  * them still gets its after, exactly once, with status ECANCELED: those still
  * queued are taken out of their pool's queue and never run, and their after
  * is called on the loop thread inside evexec_loop_free(), as is the after of
- * one whose work had returned; one that is still running gets its after on
- * the worker thread that ran it, as soon as its work returns. The result is
+ * one whose work had returned; one that is still running is asked to stop
+ * (evexec_cancel_requested() turns true) and gets its after on the worker
+ * thread that ran it, as soon as its work returns. The result is
  * whatever the work stored (NULL if it did not run), for after to free. So
  * the request memory is reusable exactly when after has been called, as
  * always.

@@ -763,16 +763,6 @@ unsigned evexec_worker_index(void)
 
 /* ---- the public side ---------------------------------------------------- */
 
-/* Whether cf is in the queue, found without touching cf: once a worker
- * took it, it may be gone. Only for the rare race of a push with a stop. */
-static bool queue_holds(const struct evexec_pool *pool, const struct evexec_cfuture *cf)
-{
-    for (const struct evexec_cfuture *it = pool->qhead; it; it = it->qnext)
-        if (it == cf)
-            return true;
-    return false;
-}
-
 /* The fast path (see the top of this file): true if cf was pushed while the
  * path was open, and it still was after the push. */
 static bool submit_fast(struct evexec_pool *pool, struct evexec_cfuture *cf, bool *pushed)
@@ -808,9 +798,9 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
         err = ESHUTDOWN;
     else if (!pushed && pool->cfg.max_queued && pool->queued >= pool->cfg.max_queued)
         err = EAGAIN;
-    if (err && pushed && !queue_holds(pool, cf)) {
+    if (err && pushed && !cf->qlink) {
         /* The pool stopped after cf reached it: it ran, or the shutdown
-         * settles it. */
+         * settles it. (Every submitter holds cf until the call returns.) */
         evexec__lock_release(&pool->lock);
         return 0;
     }
@@ -826,7 +816,7 @@ int evexec__pool_submit_cf(struct evexec_pool *pool, struct evexec_cfuture *cf)
         evexec__pool_queue_push(pool, cf);
         pool->submitted++;
     }
-    struct evexec_cfuture *failed = pool->queued ? dispatch(pool) : NULL;
+    struct evexec_cfuture *failed = dispatch(pool);
     evexec__lock_release(&pool->lock);
     evexec__pool_fail_list(failed, EAGAIN);
     return 0;

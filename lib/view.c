@@ -90,16 +90,25 @@ static bool view_settle(struct evexec_pool *view, struct evexec_cfuture *list, i
     return destroy;
 }
 
-/* A pump that never ran: cancelled or failed by the parent. */
-static void view_pump_lost(struct evexec_pool *view, int err)
+/* A pump that never ran -- cancelled or failed by the parent, or refused
+ * when view_submit asked for it (then cf, the task that asked, is taken
+ * back if no other pump took it: true). */
+static bool view_pump_lost(struct evexec_pool *view, int err, struct evexec_cfuture *cf)
 {
     evexec__lock_acquire(&view->lock);
+    bool taken_back = cf && cf->qlink != NULL; /* still queued: its submission fails */
+    if (taken_back) {
+        evexec__pool_queue_remove(view, cf);
+        view->submitted--;
+    }
     view->npumps--;
+    /* Tasks queued meanwhile, counting on this pump. */
     struct evexec_cfuture *list = view_take_stranded(view, err);
     bool destroy = view_check_idle(view);
     evexec__lock_release(&view->lock);
     if (view_settle(view, list, err) || destroy)
         evexec__pool_unref(view);
+    return taken_back;
 }
 
 /* on_done of a pump: told once, when the pump ran (its own loop then freed
@@ -109,9 +118,9 @@ static void pump_done(struct evexec_cfuture *pump)
 {
     int state = atomic_load(&pump->state);
     if (state == EVEXEC_CANCELLED)
-        view_pump_lost(pump->arg, ECANCELED);
+        (void)view_pump_lost(pump->arg, ECANCELED, NULL);
     else if (pump->error)
-        view_pump_lost(pump->arg, pump->error);
+        (void)view_pump_lost(pump->arg, pump->error, NULL);
     evexec_cfuture_release(pump); /* the reference held for on_done */
 }
 
@@ -199,20 +208,7 @@ static int view_submit(struct evexec_pool *view, struct evexec_cfuture *cf)
      * thread), and pump_done takes this lock. */
     if (!need_pump || (err = pump_start(view)) == 0)
         return 0;
-    evexec__lock_acquire(&view->lock);
-    bool taken_back = cf->qlink != NULL; /* still queued: the submission fails */
-    if (taken_back) {
-        evexec__pool_queue_remove(view, cf);
-        view->submitted--;
-    }
-    view->npumps--;
-    /* Tasks queued meanwhile, counting on this pump. */
-    struct evexec_cfuture *list = view_take_stranded(view, err);
-    bool destroy = view_check_idle(view);
-    evexec__lock_release(&view->lock);
-    if (view_settle(view, list, err) || destroy)
-        evexec__pool_unref(view);
-    return taken_back ? err : 0;
+    return view_pump_lost(view, err, cf) ? err : 0;
 }
 
 static int view_shutdown(struct evexec_pool *view, unsigned flags)

@@ -94,14 +94,11 @@ void evexec__requests_loop_free(struct evexec_loop *loop)
         /* Nothing touches the list after this: its head is freed with the
          * loop, and a disposal may run on a worker. */
         evexec__list_init(n);
-        if (r->phase & EVEXEC__REQ_UNQUEUED)
-            continue; /* its delivery is on the ready queue */
-        if (atomic_load(&r->cf.state) == EVEXEC_PENDING &&
-            evexec__pool_unqueue(r->pool, &r->cf)) {
-            r->phase |= EVEXEC__REQ_UNQUEUED;
-            evexec__loop_schedule(loop, &r->deliver);
+        /* As a cancel: one still queued leaves its queue, its delivery on
+         * the ready queue that the close disposes of; a running one is
+         * asked to stop. Any other delivery comes from another thread. */
+        if (evexec__request_cancel(r) && (r->phase & EVEXEC__REQ_UNQUEUED))
             continue;
-        }
         r->phase |= EVEXEC__REQ_HOLDS_LOOP;
         evexec__loop_retain(loop);
     }

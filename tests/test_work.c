@@ -925,6 +925,25 @@ Test(work, loop_free_with_a_running_request_calls_its_after_on_the_worker_with_e
     cr_assert_eq(atomic_load(&results_freed), 1);
 }
 
+Test(work, loop_free_asks_a_running_request_to_stop)
+{
+    setup();
+    struct evexec_pool *pool = new_pool(1);
+    struct job j;
+    job_init(&j, 1);
+    j.gate = &gate;
+    j.wait_cancel = true; /* after the gate, until evexec_cancel_requested() */
+    cr_assert_eq(queue_job(pool, &j), 0);
+    cr_assert(gate_wait_arrived(&gate, 1));
+    free_loop_marked();
+    gate_open(&gate);
+    cr_assert(after_calls_reach(&j, 1), "the running request's after never ran");
+    cr_assert(j.saw_cancel, "evexec_loop_free did not ask the running work to stop");
+    cr_assert_eq(j.after_status, ECANCELED, "status %s", evexec_strerror(j.after_status));
+    evexec_pool_free(pool);
+    cr_assert_eq(atomic_load(&j.after_calls), 1);
+}
+
 Test(work, loop_free_with_a_finished_undelivered_request_calls_its_after_once_with_ecanceled_and_the_result)
 {
     setup();
